@@ -1,0 +1,197 @@
+"""One seed's search settings: a flat dataclass, named presets kept as YAML data in ``launch/presets``.
+
+A preset is a partial mapping over :class:`SearchConfig`'s defaults; CLI flags and ``--set key=value``
+overrides go on top. Everything is validated here, before any data is read or any model is built, so bad
+input costs nothing and fails with one line naming the bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from searchspaces import SearchSpaceError, get_space
+
+DATASETS = ("cifar10", "cifar100", "imagefolder", "digits", "synthetic")
+ORDERS = ("first", "second", "single")
+AMP_MODES = ("auto", "off", "bf16")
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names the key and the value."""
+
+
+@dataclass
+class SearchConfig:
+    """Everything that defines one seed's search. Defaults follow DARTS / NB201 (first order)."""
+
+    # what to search
+    space: str = "nb201"
+    space_kwargs: dict[str, Any] = field(default_factory=dict)
+    # data
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    download: bool = False
+    image_size: int | None = None
+    train_size: int | None = None
+    """Cap on the weight-training half (None = the whole half); the CPU proxy uses 5,000."""
+    val_size: int | None = None
+    subset_fraction: float | None = None
+    """Class-balanced fraction of the training set searched on (PC-DARTS ImageNet: 0.125)."""
+    train_fraction: float = 0.5
+    """Share of the searched images that train the weights; the rest train alpha (PC-DARTS ImageNet: 0.8)."""
+    crop_padding: int = 4
+    horizontal_flip: bool = True
+    cutout: int = 0
+    # schedule
+    epochs: int = 50
+    batch_size: int = 64
+    order: str = "first"
+    arch_start_epoch: int = 0
+    """Epochs of weight-only warm-up before the architecture steps start (PC-DARTS: 15)."""
+    # weight optimiser (SGD, cosine)
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    # architecture optimiser (Adam)
+    a_lr: float = 3e-4
+    a_betas: tuple[float, float] = (0.5, 0.999)
+    a_weight_decay: float = 1e-3
+    # selection and Algorithm 1
+    criterion: str = "ostr"
+    patience: int = 0
+    """Stop once the selected criterion's genotype is unchanged for this many epochs; 0 disables."""
+    min_epochs: int = 0
+    tie_se: float = 0.0
+    """An edge whose two leading ops are within tie_se standard errors does not count as a change (0 = off)."""
+    # run
+    seed: int = 0
+    amp: str = "auto"
+    channels_last: bool | None = None
+    """None = on for CUDA, off on CPU."""
+    device: str = "auto"
+    threads: int | None = None
+    nb201_table: str | None = None
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of the settings that shape the search: a checkpoint only resumes into the same one."""
+        shaping = {k: v for k, v in self.to_dict().items() if k not in _NON_SHAPING}
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# Settings that may differ between a run and its resume (where files are, how many epochs in total,
+# early-stop policy, threads) without changing what the epochs done so far computed.
+_NON_SHAPING = {
+    "data_dir", "download", "patience", "min_epochs", "tie_se", "device", "threads",
+    "nb201_table", "description", "criterion",
+}
+
+_FIELDS = {f.name: f for f in dataclasses.fields(SearchConfig)}
+PRESET_PACKAGE = "launch"
+
+
+def preset_dir() -> Path:
+    return Path(str(resources.files(PRESET_PACKAGE))) / "presets"
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in preset_dir().glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The preset's raw mapping; ``name`` may also be a path to a YAML file."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else preset_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(list_presets())}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {name!r} is not a mapping")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with a YAML-typed value (``epochs=10``, ``space_kwargs={C: 8}``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} is not key=value")
+    return key.strip(), yaml.safe_load(raw)
+
+
+def build_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:
+    """Defaults <- preset <- overrides, then validated. ``None`` override values are ignored."""
+    values: dict[str, Any] = {}
+    if preset:
+        values.update(load_preset(preset))
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "space_kwargs" and isinstance(value, dict):
+            values["space_kwargs"] = {**values.get("space_kwargs", {}), **value}
+        else:
+            values[key] = value
+    return config_from_dict(values)
+
+
+def config_from_dict(values: dict[str, Any]) -> SearchConfig:
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(_FIELDS))}")
+    values = dict(values)
+    if "a_betas" in values:
+        values["a_betas"] = tuple(float(b) for b in values["a_betas"])
+    config = SearchConfig(**values)
+    validate(config)
+    return config
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(config: SearchConfig) -> None:
+    """Reject bad values with one line naming them. Cheap: touches no data and builds no model."""
+    from ostr_ray.criteria import list_criteria  # local: criteria imports config-free modules only
+
+    try:
+        get_space(config.space)
+    except SearchSpaceError as err:
+        raise ConfigError(str(err)) from None
+    _require(config.dataset in DATASETS, f"unknown dataset {config.dataset!r}; choose from {', '.join(DATASETS)}")
+    _require(config.order in ORDERS, f"unknown order {config.order!r}; choose from {', '.join(ORDERS)}")
+    _require(config.amp in AMP_MODES, f"unknown amp mode {config.amp!r}; choose from {', '.join(AMP_MODES)}"
+             " (fp16 needs loss scaling, which would distort the gradients strength is read from)")
+    _require(config.criterion in list_criteria(),
+             f"unknown criterion {config.criterion!r}; choose from {', '.join(list_criteria())}")
+    for name in ("epochs", "batch_size"):
+        _require(int(getattr(config, name)) >= 1, f"{name} must be >= 1, got {getattr(config, name)!r}")
+    for name in ("patience", "min_epochs", "arch_start_epoch", "crop_padding", "cutout"):
+        _require(int(getattr(config, name)) >= 0, f"{name} must be >= 0, got {getattr(config, name)!r}")
+    for name in ("w_lr", "a_lr"):
+        _require(float(getattr(config, name)) > 0, f"{name} must be > 0, got {getattr(config, name)!r}")
+    _require(config.tie_se >= 0, f"tie_se must be >= 0, got {config.tie_se!r}")
+    _require(config.seed >= 0, f"seed must be >= 0, got {config.seed!r}")
+    _require(config.arch_start_epoch < config.epochs,
+             f"arch_start_epoch {config.arch_start_epoch} leaves no architecture epochs out of {config.epochs}")
+    if config.subset_fraction is not None:
+        _require(0 < config.subset_fraction <= 1, f"subset_fraction must be in (0, 1], got {config.subset_fraction!r}")
+    _require(0 < config.train_fraction < 1, f"train_fraction must be in (0, 1), got {config.train_fraction!r}")
+    if config.nb201_table:
+        _require(config.space == "nb201", f"nb201_table applies to the nb201 space, not {config.space!r}")
+    if config.dataset == "imagefolder":
+        _require(bool(config.data_dir), "dataset 'imagefolder' needs --data-dir pointing at a class-folder tree")
+    if config.threads is not None:
+        _require(config.threads >= 1, f"threads must be >= 1, got {config.threads!r}")

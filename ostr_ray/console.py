@@ -1,0 +1,59 @@
+"""Terminal output for one in-process search: a rich progress bar and one line per epoch."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ostr_ray.events import EpochReport, SearchResult
+
+SHOWN_CRITERIA = ("magnitude", "ostr")
+
+
+def short_genotype(text: str, limit: int = 60) -> str:
+    """NB201 strings lose their pipes' noise; long DARTS forms are elided in the middle."""
+    text = text.replace("nor_conv_", "c").replace("skip_connect", "skip").replace("avg_pool_3x3", "avg")
+    text = text.replace("sep_conv_", "sep").replace("dil_conv_", "dil").replace("max_pool_3x3", "max")
+    return text if len(text) <= limit else text[: limit // 2 - 1] + "…" + text[-limit // 2 :]
+
+
+def epoch_line(report: EpochReport, criterion: str) -> str:
+    parts = [
+        f"[bold]epoch {report.epoch:>3}/{report.epochs}[/]",
+        f"train {report.train_loss:.3f}/{100 * report.train_acc:.1f}%",
+        f"val {report.val_loss:.3f}/{100 * report.val_acc:.1f}%",
+        f"{report.images_per_s:,.0f} img/s",
+    ]
+    for crit in dict.fromkeys((*SHOWN_CRITERIA, criterion)):
+        if crit in report.genotypes:
+            truth = report.ground_truth.get(crit)
+            acc = f" [green]{next(iter(truth.values())):.2f}[/]" if truth else ""
+            parts.append(f"{crit}={short_genotype(report.genotypes[crit])}{acc} "
+                         f"(stable {report.stable_for[crit]})")
+    return "  ".join(parts)
+
+
+class RichSearchProgress:
+    """Search callback: epoch progress bar plus a per-epoch line; ``quiet`` prints plain lines only."""
+
+    def __init__(self, total_epochs: int, criterion: str, *, start_epoch: int = 0, quiet: bool = False,
+                 console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.criterion = criterion
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("[bold blue]search"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=self.console, disable=quiet,
+        )
+        self.task = self.progress.add_task("search", total=total_epochs, completed=start_epoch)
+        self.progress.start()
+
+    def on_epoch_end(self, report: EpochReport, checkpoint_path: str | None) -> None:
+        self.progress.console.print(epoch_line(report, self.criterion), highlight=False)
+        self.progress.update(self.task, completed=report.epoch)
+
+    def on_search_end(self, result: SearchResult) -> None:
+        self.progress.stop()
+
+    def close(self) -> None:
+        self.progress.stop()

@@ -1,0 +1,447 @@
+"""``ostr-ray launch``: one Ray Tune trial per (variant, seed), each running the search core's loop.
+
+Ray's own machinery does the distributed work: Tune places trials on the cluster's resources, keeps every
+epoch's checkpoint in the experiment storage, retries a failed trial from its last checkpoint
+(``FailureConfig``) and restores an interrupted experiment (``Tuner.restore``). The coordinator is a
+``tune.Callback`` (its history travels in Tune's experiment state through ``get_state``/``set_state``) plus
+a ``tune.Stopper`` that ends the experiment once the consensus has settled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from ostr_ray.config import ConfigError, SearchConfig, build_config, config_from_dict, list_presets
+from ostr_ray.coordinator import Coordinator, TrialKey
+from ostr_ray.events import EpochReport
+
+DEFAULT_PRESET_FOR_SPACE = {"nb201": "nb201-cifar10", "darts": "darts-cifar10", "pcdarts": "pcdarts-cifar10"}
+LAUNCH_FILE = "launch.json"
+SNAPSHOT_FILE = "coordinator.json"
+REPORT_FILE = "report.json"
+
+
+class LaunchError(ValueError):
+    """Bad launch input (seeds, variants, resources, cluster address); one line, before any trial."""
+
+
+@dataclass
+class LaunchSpec:
+    """Everything a launch needs, resolved and validated; saved as ``launch.json`` for resume."""
+
+    variants: dict[str, dict[str, Any]]
+    """variant name -> resolved SearchConfig dict (seed filled per trial)."""
+    seeds: list[int]
+    name: str
+    storage: str
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 2
+    criterion: str = "ostr"
+    patience: int = 0
+    agreement: float = 0.8
+    seed_stop: bool = True
+    experiment_stop: bool = True
+    tracking_uri: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def experiment_path(self) -> str:
+        return join_storage(self.storage, self.name)
+
+    def trial_configs(self) -> list[dict[str, Any]]:
+        """One param dict per (variant, seed): what each Tune trial receives."""
+        threads = max(1, int(self.cpus_per_trial))
+        trials = []
+        for variant, base in self.variants.items():
+            for seed in self.seeds:
+                search = {**base, "seed": seed}
+                if not self.seed_stop:
+                    search["patience"] = 0
+                search.setdefault("threads", None)
+                if search["threads"] is None:
+                    search["threads"] = threads
+                trials.append({"variant": variant, "seed": seed, "search": search})
+        return trials
+
+
+# ---------------------------------------------------------------------------------------------- input
+def parse_seeds(text: str) -> list[int]:
+    """``"5"`` -> seeds 0..4; ``"3,7,11"`` -> that list. Empty, negative or duplicate seeds are refused."""
+    text = str(text).strip()
+    if not text:
+        raise LaunchError("--seeds is empty; give a count (5) or a list (3,7,11)")
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        raise LaunchError(f"--seeds {text!r} is not a count or a comma-separated list of integers") from None
+    if len(parts) == 1:
+        if numbers[0] < 1:
+            raise LaunchError(f"--seeds {text!r}: the number of seeds must be >= 1")
+        return list(range(numbers[0]))
+    if any(n < 0 for n in numbers):
+        raise LaunchError(f"--seeds {text!r}: negative seed {min(numbers)}")
+    duplicates = sorted({n for n in numbers if numbers.count(n) > 1})
+    if duplicates:
+        raise LaunchError(f"--seeds {text!r}: duplicate seed {duplicates[0]}")
+    return numbers
+
+
+def resolve_variants(spaces: str | None, preset: str, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Variant name -> validated config dict. ``spaces`` lists spaces (nb201) or preset names."""
+    names = [n.strip() for n in spaces.split(",")] if spaces else [preset]
+    if any(not n for n in names):
+        raise LaunchError(f"--spaces {spaces!r} has an empty entry")
+    variants = {}
+    for name in names:
+        preset_name = DEFAULT_PRESET_FOR_SPACE.get(name, name)
+        if preset_name not in list_presets() and not preset_name.endswith((".yaml", ".yml")):
+            raise LaunchError(f"unknown space or preset {name!r}; choose from "
+                              f"{', '.join([*DEFAULT_PRESET_FOR_SPACE, *list_presets()])}")
+        variants[Path(preset_name).stem] = build_config(preset_name, overrides).to_dict()
+    return variants
+
+
+def check_data_sources(variants: dict[str, dict[str, Any]]) -> None:
+    """Cheap existence checks so a wrong --data-dir fails before Ray starts, not inside five trials."""
+    from ostr_ray.data import check_data_source
+
+    for config in variants.values():
+        check_data_source(config_from_dict(config))
+
+
+def join_storage(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}" if "://" in storage else str(Path(storage).resolve() / name)
+
+
+# ---------------------------------------------------------------------------------------------- trial
+def search_trial(params: dict[str, Any]) -> None:
+    """The Tune trainable: one seed's search, resumed from Tune's checkpoint after a retry or restore."""
+    import torch
+
+    from ostr_ray.data import DataError
+    from ostr_ray.search import CHECKPOINT_NAME, SearchError, Searcher
+
+    config = config_from_dict(params["search"])
+    torch.set_num_threads(config.threads or 1)
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    work = trial_dir / "search"
+    work.mkdir(parents=True, exist_ok=True)
+    (trial_dir / "worker.pid").write_text(str(os.getpid()))
+    reporter = _TuneReporter(work)
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as restored:
+                Path(work / CHECKPOINT_NAME).write_bytes((Path(restored) / CHECKPOINT_NAME).read_bytes())
+            searcher = Searcher.resume(work, config=config, out_dir=work, callbacks=[reporter])
+            reporter.backfill = [r.to_json() for r in searcher.history]
+        else:
+            searcher = Searcher(config, out_dir=work, callbacks=[reporter])
+        searcher.run()
+    except (SearchError, DataError) as exc:
+        # Deterministic failures: a retry would fail the same way, so end the trial and say why.
+        tune.report({"ostr_failed": str(exc), "epoch": reporter.last_epoch})
+
+
+class _TuneReporter:
+    """Search callback inside a trial: each epoch's report and checkpoint go to Tune in one call."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.backfill: list[dict[str, Any]] | None = None
+        self.last_epoch = 0
+
+    def on_epoch_end(self, report: EpochReport, checkpoint_path: str | None) -> None:
+        metrics: dict[str, Any] = {**report.scalars(), "epoch": report.epoch,
+                                   "ostr_report": json.dumps(report.to_json())}
+        if self.backfill:
+            metrics["ostr_backfill"] = json.dumps(self.backfill)  # epochs a retried trial already reported
+            self.backfill = None
+        if report.stop_reason:
+            metrics["ostr_stop"] = report.stop_reason
+        self.last_epoch = report.epoch
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(self.work)))
+
+
+# ---------------------------------------------------------------------------------------------- driver side
+class CoordinatorCallback(tune.Callback):
+    """Feeds every trial's epoch reports to the :class:`Coordinator`; snapshots it beside the experiment."""
+
+    def __init__(self, coordinator: Coordinator, experiment_path: str) -> None:
+        self.coordinator = coordinator
+        self.experiment_path = experiment_path
+        self.view: Any = None
+        self.listeners: list[Any] = []
+
+    def __getstate__(self) -> dict[str, Any]:  # the live view and listeners are process-local
+        state = dict(self.__dict__)
+        state["view"] = None
+        state["listeners"] = []
+        return state
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        key = _trial_key(trial)
+        new_stats = []
+        for report_json in json.loads(result.get("ostr_backfill", "[]")):
+            new_stats += self.coordinator.update(key, EpochReport.from_json(report_json))
+        if "ostr_report" in result:
+            report = EpochReport.from_json(json.loads(result["ostr_report"]))
+            new_stats += self.coordinator.update(key, report)
+            for listener in self.listeners:
+                listener.on_trial_report(key, report)
+        if "ostr_failed" in result:
+            new_stats += self.coordinator.mark_finished(key, "failed", result["ostr_failed"]) or []
+        for listener in self.listeners:
+            for stats in new_stats:
+                listener.on_epoch_stats(stats)
+        self._snapshot()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        key = _trial_key(trial)
+        if self.coordinator.status(key) != "failed":
+            new_stats = self.coordinator.mark_finished(key, "finished") or []
+            for listener in self.listeners:
+                for stats in new_stats:
+                    listener.on_epoch_stats(stats)
+        self._snapshot()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = getattr(trial, "error_file", None) or "trial raised an error"
+        self.coordinator.mark_finished(_trial_key(trial), "failed", f"error after retries ({error})")
+        self._snapshot()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.view is not None:
+            self.view.close()
+        self._snapshot()
+
+    def get_state(self) -> dict[str, Any]:
+        return self.coordinator.state_dict()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.coordinator.load_state_dict(state)
+
+    def _snapshot(self) -> None:
+        write_text(self.experiment_path, SNAPSHOT_FILE, json.dumps(self.coordinator.summary(), indent=1))
+        if self.view is not None:
+            self.view.refresh()
+
+
+class ConsensusStopper(tune.Stopper):
+    """Stops a trial when its seed reached Algorithm 1's rule, and all trials once the consensus held."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return bool(result.get("ostr_stop"))
+
+    def stop_all(self) -> bool:
+        return self.coordinator.experiment_should_stop() is not None
+
+
+def _trial_key(trial: Any) -> TrialKey:
+    params = trial.config["trial"]
+    return TrialKey(params["variant"], int(params["seed"]))
+
+
+def write_text(experiment_path: str, name: str, text: str) -> None:
+    """Atomic local write, or a write through pyarrow's file system for s3:// and other URIs."""
+    if "://" in experiment_path:
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
+        with fs.open_output_stream(f"{root}/{name}") as stream:
+            stream.write(text.encode())
+        return
+    path = Path(experiment_path) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_text(experiment_path: str, name: str) -> str:
+    if "://" in experiment_path:
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
+        with fs.open_input_stream(f"{root}/{name}") as stream:
+            return stream.read().decode()
+    path = Path(experiment_path) / name
+    if not path.is_file():
+        raise LaunchError(f"no {name} in {experiment_path}; is it an ostr-ray launch directory?")
+    return path.read_text()
+
+
+# ---------------------------------------------------------------------------------------------- running
+def init_ray(address: str | None, spec: LaunchSpec) -> None:
+    """Start or join Ray, then check the cluster can host one trial; a clear error otherwise."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise LaunchError(f"cannot reach Ray at --address {address!r}: {str(exc).splitlines()[0]}") from None
+    resources = ray.cluster_resources()
+    if spec.gpus_per_trial > 0 and resources.get("GPU", 0) == 0:
+        ray.shutdown()
+        raise LaunchError(f"--gpus-per-trial {spec.gpus_per_trial} but the Ray cluster has no GPU")
+    if spec.cpus_per_trial > resources.get("CPU", 0):
+        ray.shutdown()
+        raise LaunchError(f"--cpus-per-trial {spec.cpus_per_trial} exceeds the cluster's "
+                          f"{resources.get('CPU', 0):g} CPUs")
+
+
+def _trainable(spec: LaunchSpec):
+    return tune.with_resources(search_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+
+
+def _trial_dirname(trial: Any) -> str:
+    params = trial.config["trial"]
+    return f"{params['variant']}-seed{params['seed']}"
+
+
+def run_launch(spec: LaunchSpec, *, view: Any = None, listeners: list[Any] | None = None,
+               address: str | None = None) -> dict[str, Any]:
+    """Fit a new Tuner for ``spec``; returns the final report (also written to ``report.json``)."""
+    init_ray(address, spec)
+    coordinator = Coordinator(criterion=spec.criterion, patience=spec.patience, agreement=spec.agreement,
+                              experiment_stop=spec.experiment_stop)
+    for trial in spec.trial_configs():
+        coordinator.register(TrialKey(trial["variant"], trial["seed"]))
+    callback = CoordinatorCallback(coordinator, spec.experiment_path)
+    callback.view, callback.listeners = view, list(listeners or [])
+    write_text(spec.experiment_path, LAUNCH_FILE, json.dumps(asdict(spec), indent=1))
+    tuner = tune.Tuner(
+        _trainable(spec),
+        param_space={"trial": tune.grid_search(spec.trial_configs())},
+        tune_config=tune.TuneConfig(reuse_actors=False, trial_dirname_creator=_trial_dirname,
+                                    trial_name_creator=_trial_dirname),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=spec.storage, callbacks=[callback],
+            stop=ConsensusStopper(coordinator),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0,
+        ),
+    )
+    return _fit_and_report(tuner, callback, spec)
+
+
+def resume_launch(path: str, *, view: Any = None, listeners: list[Any] | None = None,
+                  address: str | None = None) -> dict[str, Any]:
+    """Continue an interrupted launch: unfinished trials resume from their last checkpoints and the
+    coordinator's history comes back through Tune's callback state."""
+    experiment_path = _experiment_path(path)
+    spec = load_launch_spec(experiment_path)
+    init_ray(address, spec)
+    if not tune.Tuner.can_restore(experiment_path):
+        raise LaunchError(f"{experiment_path} holds no restorable Tune experiment")
+    tuner = tune.Tuner.restore(experiment_path, trainable=_trainable(spec), resume_unfinished=True,
+                               resume_errored=True)
+    callback = _find_callback(tuner)
+    callback.view, callback.listeners = view, list(listeners or [])
+    return _fit_and_report(tuner, callback, spec)
+
+
+def _find_callback(tuner: Any) -> CoordinatorCallback:
+    run_config = tuner._local_tuner.get_run_config()  # the restored (unpickled) run config
+    for cb in run_config.callbacks or []:
+        if isinstance(cb, CoordinatorCallback):
+            return cb
+    raise LaunchError("the restored experiment has no ostr-ray coordinator; was it made by ostr-ray launch?")
+
+
+def _fit_and_report(tuner: Any, callback: CoordinatorCallback, spec: LaunchSpec) -> dict[str, Any]:
+    started = time.time()
+    results = tuner.fit()
+    coordinator = callback.coordinator
+    stop_reason = coordinator.experiment_should_stop() or "every trial ended"
+    report = {
+        "name": spec.name,
+        "experiment_path": spec.experiment_path,
+        "stop_reason": stop_reason,
+        "launch": asdict(spec),
+        "search_cost_trial_hours": _trial_hours(results),
+        "wall_seconds_this_run": time.time() - started,
+        **coordinator.summary(),
+    }
+    write_text(spec.experiment_path, REPORT_FILE, json.dumps(report, indent=1))
+    return report
+
+
+def _trial_hours(results: Any) -> float:
+    """Sum over trials of their training time (Tune's time_total_s), in hours."""
+    total = 0.0
+    for result in results:
+        metrics = result.metrics or {}
+        total += float(metrics.get("time_total_s", 0.0))
+    return total / 3600.0
+
+
+def _experiment_path(path: str) -> str:
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def load_launch_spec(path: str) -> LaunchSpec:
+    return LaunchSpec(**json.loads(read_text(_experiment_path(path), LAUNCH_FILE)))
+
+
+def load_report(path: str) -> dict[str, Any]:
+    return json.loads(read_text(_experiment_path(path), REPORT_FILE))
+
+
+def load_snapshot(path: str) -> dict[str, Any]:
+    return json.loads(read_text(_experiment_path(path), SNAPSHOT_FILE))
+
+
+def default_name(variants: dict[str, Any]) -> str:
+    return f"launch-{'+'.join(variants)}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_spec(*, preset: str, spaces: str | None, seeds: str, storage: str | None, name: str | None,
+               overrides: dict[str, Any], cpus_per_trial: float, gpus_per_trial: float, max_failures: int,
+               criterion: str | None, patience: int | None, agreement: float, seed_stop: bool,
+               experiment_stop: bool, tracking_uri: str | None = None) -> LaunchSpec:
+    """Resolve and validate every launch input; raises LaunchError/ConfigError before Ray starts."""
+    seed_list = parse_seeds(seeds)
+    if criterion is not None:
+        overrides = {**overrides, "criterion": criterion}
+    if patience is not None:
+        overrides = {**overrides, "patience": patience}
+    variants = resolve_variants(spaces, preset, overrides)
+    if not 0 < agreement <= 1:
+        raise LaunchError(f"--agreement {agreement!r} must be in (0, 1]")
+    if gpus_per_trial < 0 or cpus_per_trial <= 0:
+        raise LaunchError(f"resources per trial must be positive (cpus {cpus_per_trial!r}, gpus {gpus_per_trial!r})")
+    if max_failures < 0:
+        raise LaunchError(f"--max-failures {max_failures!r} must be >= 0")
+    check_data_sources(variants)
+    first = config_from_dict(next(iter(variants.values())))
+    return LaunchSpec(
+        variants=variants, seeds=seed_list, name=name or default_name(variants),
+        storage=storage or str(Path("ostr_runs").resolve()),
+        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_failures=max_failures,
+        criterion=first.criterion, patience=first.patience, agreement=agreement, seed_stop=seed_stop,
+        experiment_stop=experiment_stop, tracking_uri=tracking_uri,
+    )
+
+
+__all__ = [
+    "ConfigError", "LaunchError", "LaunchSpec", "SearchConfig", "build_spec", "load_report", "load_snapshot",
+    "parse_seeds", "resume_launch", "run_launch",
+]

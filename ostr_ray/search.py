@@ -1,0 +1,467 @@
+"""One seed's OStr-DARTS search: the bi-level loop, strength bookkeeping, selection, Algorithm 1, checkpoints.
+
+Per step (DARTS order): one architecture step on a validation-half batch, then one weight step on a
+train-half batch. The architecture step asks autograd only for the gradients of alpha and beta (not of the
+weights, which that step never uses), and strength is read from exactly those gradients: no extra forward
+or backward. The step keeps every number on the device; the host synchronises once per epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ostr_ray.config import SearchConfig, config_from_dict
+from ostr_ray.criteria import ArchState, list_criteria, select
+from ostr_ray.data import AugmentSpec, BatchStream, load_images, search_split, subset
+from ostr_ray.early_stop import StabilityTracker, edge_decisiveness
+from ostr_ray.events import EpochReport, SearchResult, call
+from ostr_ray.strength import StrengthAccumulator
+from searchspaces import SearchSpace, Supernet, get_space
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+
+class SearchError(RuntimeError):
+    """A search that cannot go on (diverged); the message names seed, epoch and step."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the requested search."""
+
+
+@dataclass
+class SearchData:
+    train: BatchStream
+    val: BatchStream
+    num_classes: int
+    in_channels: int
+
+
+def resolve_device(config: SearchConfig) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
+def build_data(config: SearchConfig, device: torch.device) -> SearchData:
+    """Load, optionally subset, halve by a seeded split, and wrap both halves in deterministic streams."""
+    images = load_images(config.dataset, data_dir=config.data_dir, train=True, download=config.download,
+                         image_size=config.image_size)
+    if config.subset_fraction is not None and config.subset_fraction < 1:
+        images = subset(images, max(2, round(config.subset_fraction * len(images.labels))), seed=config.seed)
+    train, val = search_split(images, seed=config.seed, fraction=config.train_fraction,
+                              train_size=config.train_size, val_size=config.val_size)
+    augment = AugmentSpec(random_crop_padding=config.crop_padding, horizontal_flip=config.horizontal_flip,
+                          cutout=config.cutout)
+    channels_last = _channels_last(config, device)
+    streams = [
+        BatchStream(half, config.batch_size, seed=config.seed, augment=augment, device=device,
+                    channels_last=channels_last, stream_id=stream_id)
+        for stream_id, half in enumerate((train, val))
+    ]
+    return SearchData(streams[0], streams[1], images.num_classes, int(images.images.shape[1]))
+
+
+def _channels_last(config: SearchConfig, device: torch.device) -> bool:
+    return device.type == "cuda" if config.channels_last is None else bool(config.channels_last)
+
+
+def _autocast_dtype(config: SearchConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or config.amp == "off":
+        return None
+    return torch.bfloat16  # "auto" and "bf16"; bf16 needs no loss scaling, so gradients are read as is
+
+
+class Searcher:
+    """Holds one supernet replica and runs its search epoch by epoch; resumable from any epoch boundary."""
+
+    def __init__(
+        self,
+        config: SearchConfig,
+        *,
+        out_dir: str | Path | None = None,
+        callbacks: Iterable[Any] = (),
+        data: SearchData | None = None,
+    ) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.callbacks = list(callbacks)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        _seed_everything(config.seed)
+        self.space: SearchSpace = get_space(config.space)
+        self.device = resolve_device(config)
+        self.data = data or build_data(config, self.device)
+        self.model: Supernet = self.space.build_supernet(
+            num_classes=self.data.num_classes, in_channels=self.data.in_channels, **config.space_kwargs
+        ).to(self.device)
+        if _channels_last(config, self.device):
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.autocast_dtype = _autocast_dtype(config, self.device)
+        self.weight_params = self.model.weight_parameters()
+        self.arch_params = self.model.arch_parameters()
+        self.w_opt = torch.optim.SGD(self.weight_params, lr=config.w_lr, momentum=config.w_momentum,
+                                     weight_decay=config.w_weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=config.epochs,
+                                                                    eta_min=config.w_lr_min)
+        self.a_opt = torch.optim.Adam(self.arch_params, lr=config.a_lr, betas=tuple(config.a_betas),
+                                      weight_decay=config.a_weight_decay)
+        self.accumulator = StrengthAccumulator()
+        self.trackers = {
+            name: StabilityTracker(config.patience, config.min_epochs, config.tie_se) for name in list_criteria()
+        }
+        self.table = _load_table(config)
+        self.epoch = 0
+        self.history: list[EpochReport] = []
+        self.stop_reason: str | None = None
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> SearchResult:
+        """Run epochs until the schedule ends or Algorithm 1 stops the seed."""
+        while self.stop_reason is None and self.epoch < self.config.epochs:
+            self.run_epoch()
+        if self.stop_reason is None:
+            self.stop_reason = f"completed {self.epoch} epochs"
+        result = SearchResult(
+            seed=self.config.seed, space=self.config.space, epochs_done=self.epoch,
+            final_genotypes=dict(self.history[-1].genotypes) if self.history else {},
+            stop_reason=self.stop_reason, history=self.history,
+        )
+        call(self.callbacks, "on_search_end", result)
+        return result
+
+    def run_epoch(self) -> EpochReport:
+        epoch, config = self.epoch, self.config
+        arch_active = epoch >= config.arch_start_epoch
+        self.model.train()
+        self.accumulator.reset()
+        totals = torch.zeros(6, dtype=torch.float64, device=self.device)  # loss/correct/count, train then val
+        finite: list[torch.Tensor] = []
+        lrs = (self.w_opt.param_groups[0]["lr"], self.a_opt.param_groups[0]["lr"])
+        started = time.perf_counter()
+        for (x_train, y_train), (x_val, y_val) in zip(self.data.train.epoch(epoch), self.data.val.epoch(epoch)):
+            if arch_active:
+                val_logits, val_loss = self._arch_step(x_train, y_train, x_val, y_val)
+            else:
+                val_logits, val_loss = self._evaluate(x_val, y_val)
+            train_logits, train_loss, grad_norm = self._weight_step(x_train, y_train)
+            totals += torch.stack(_batch_totals(train_logits, y_train, train_loss)
+                                  + _batch_totals(val_logits, y_val, val_loss))
+            finite.append(torch.isfinite(train_loss + val_loss + grad_norm))
+        seconds = time.perf_counter() - started
+        self.scheduler.step()
+        self._check_finite(finite)
+        report = self._finish_epoch(arch_active, totals.tolist(), lrs, seconds)
+        call(self.callbacks, "on_epoch_end", report, str(self.checkpoint_path) if self.out_dir else None)
+        return report
+
+    # ------------------------------------------------------------------ steps
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, op_weights: dict[str, torch.Tensor],
+              params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._autocast():
+            if params is None:
+                logits = self.model(x, op_weights)
+            else:
+                logits = functional_call(self.model, params, (x,), {"op_weights": op_weights})
+        logits = logits.float()
+        return logits, F.cross_entropy(logits, y)
+
+    def _fixed_op_weights(self) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return self.model.op_weights()
+
+    def _arch_step(self, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
+                   y_val: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One architecture update; records this minibatch's strength readings on the way."""
+        order = self.config.order
+        if order == "first":
+            logits, loss, grads = self._first_order_grads(x_val, y_val)
+        elif order == "second":
+            logits, loss, grads = self._second_order_grads(x_train, y_train, x_val, y_val)
+        else:  # single level: the weight step below shares this batch; read alpha on the train data
+            logits, loss, grads = self._first_order_grads(x_train, y_train)
+            with torch.no_grad():
+                logits, loss = self._loss(x_val, y_val, self.model.op_weights())
+        alpha_grads, betas, beta_grads, rest = grads
+        for param, grad in zip(self.arch_params, [*alpha_grads.values(), *rest]):
+            param.grad = grad
+        self.accumulator.add(alpha_grads, betas, beta_grads)
+        self.a_opt.step()
+        return logits.detach(), loss.detach()
+
+    def _arch_inputs(self) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        betas = self.model.op_weights()
+        extra = self.arch_params[len(betas):]  # PC-DARTS edge alphas
+        return betas, extra
+
+    def _first_order_grads(self, x: torch.Tensor, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None):
+        betas, extra = self._arch_inputs()
+        alphas = list(self.model.alphas.values())
+        logits, loss = self._loss(x, y, betas, params)
+        grads = torch.autograd.grad(loss, [*alphas, *betas.values(), *extra])
+        cells = list(betas)
+        n = len(cells)
+        alpha_grads = dict(zip(cells, grads[:n]))
+        beta_grads = dict(zip(cells, grads[n:2 * n]))
+        return logits, loss, (alpha_grads, betas, beta_grads, list(grads[2 * n:]))
+
+    def _second_order_grads(self, x_train, y_train, x_val, y_val):
+        """DARTS' unrolled gradient: alpha grad at w' = w - lr * (SGD step), minus lr * a finite-difference
+        Hessian-vector product. Strength reads the total alpha gradient; the beta gradient is the one at w'."""
+        lr = self.w_opt.param_groups[0]["lr"]
+        names = [n for n, p in self.model.named_parameters() if any(p is w for w in self.weight_params)]
+        params = dict(self.model.named_parameters())
+        weights = [params[n] for n in names]
+        _, train_loss = self._loss(x_train, y_train, self._fixed_op_weights())
+        dw = torch.autograd.grad(train_loss, weights)
+        momentum, decay = self.config.w_momentum, self.config.w_weight_decay
+        with torch.no_grad():
+            unrolled = []
+            for w, g in zip(weights, dw):
+                buf = self.w_opt.state.get(w, {}).get("momentum_buffer")
+                step = g + decay * w + (momentum * buf if buf is not None else 0)
+                unrolled.append((w - lr * step).requires_grad_())
+        unrolled_params = {**params, **dict(zip(names, unrolled))}
+        betas, extra = self._arch_inputs()
+        alphas = list(self.model.alphas.values())
+        logits, loss = self._loss(x_val, y_val, betas, unrolled_params)
+        grads = torch.autograd.grad(loss, [*alphas, *betas.values(), *extra, *unrolled])
+        n_arch, n = len(alphas) + len(extra), len(alphas)
+        arch_grads = [*grads[:n], *grads[2 * n:2 * n + len(extra)]]
+        dw_unrolled = grads[2 * n + len(extra):]
+        implicit = self._hessian_vector(x_train, y_train, names, params, dw_unrolled)
+        arch_grads = [g - lr * h for g, h in zip(arch_grads, implicit)]
+        cells = list(betas)
+        assert len(arch_grads) == n_arch
+        alpha_grads = dict(zip(cells, arch_grads[:n]))
+        beta_grads = dict(zip(cells, grads[n:2 * n]))
+        return logits, loss, (alpha_grads, betas, beta_grads, arch_grads[n:])
+
+    def _hessian_vector(self, x, y, names, params, vector) -> list[torch.Tensor]:
+        """(d/d arch) of L_train at w +- eps * v, central difference (DARTS eq. 8), eps = 0.01 / |v|."""
+        eps = 0.01 / torch.sqrt(sum(v.pow(2).sum() for v in vector)).clamp_min(1e-12)
+        grads = []
+        for sign in (1.0, -1.0):
+            shifted = {**params, **{n: params[n].detach() + sign * eps * v for n, v in zip(names, vector)}}
+            op_weights = self.model.op_weights()
+            _, loss = self._loss(x, y, op_weights, shifted)
+            grads.append(torch.autograd.grad(loss, self.arch_params))
+        return [(gp - gm) / (2 * eps) for gp, gm in zip(*grads)]
+
+    def _weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.w_opt.zero_grad(set_to_none=True)
+        logits, loss = self._loss(x, y, self._fixed_op_weights())
+        loss.backward(inputs=self.weight_params)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.weight_params, self.config.grad_clip)
+        self.w_opt.step()
+        return logits.detach(), loss.detach(), grad_norm.detach()
+
+    @torch.no_grad()
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._loss(x, y, self.model.op_weights())
+
+    def _check_finite(self, finite: list[torch.Tensor]) -> None:
+        flags = torch.stack(finite) if finite else torch.ones(1, dtype=torch.bool)
+        if bool(flags.all()):
+            return
+        step = int((~flags).nonzero()[0]) + 1
+        kept = f"; checkpoints up to epoch {self.epoch} are kept in {self.out_dir}" if self.out_dir else ""
+        raise SearchError(
+            f"seed {self.config.seed}: non-finite loss or gradient at epoch {self.epoch + 1}, step {step}{kept}"
+        )
+
+    # ------------------------------------------------------------------ end of epoch
+    def arch_state(self) -> ArchState:
+        summary = self.accumulator.summary()
+        with torch.no_grad():
+            return ArchState(
+                alphas={c: a.detach().double().cpu() for c, a in self.model.alphas.items()},
+                betas={c: b.double().cpu() for c, b in self.model.op_weights().items()},
+                mean=summary.mean, stderr=summary.stderr,
+                edge_weights={c: w.detach().double().cpu() for c, w in self.model.edge_weights().items()},
+            )
+
+    def _finish_epoch(self, arch_active: bool, totals: list[float], lrs: tuple[float, float],
+                      seconds: float) -> EpochReport:
+        state = self.arch_state()
+        genotypes, changed, stable_for, decisive, truth = {}, {}, {}, {}, {}
+        if arch_active:
+            for name, tracker in self.trackers.items():
+                genotype, selection = select(name, self.space, state)
+                genotypes[name] = genotype.to_str()
+                changed[name] = tracker.update(self.space, genotype, selection)
+                stable_for[name] = tracker.stable_for
+                decisive[name] = edge_decisiveness(self.space, genotype, selection)
+                if self.table is not None:
+                    truth[name] = self.table.lookup(genotype)
+        self.epoch += 1
+        if arch_active and self.trackers[self.config.criterion].should_stop(self.epoch):
+            self.stop_reason = (f"{self.config.criterion} genotype stable for "
+                                f"{self.config.patience} epochs (Algorithm 1)")
+        train_loss, train_correct, train_n, val_loss, val_correct, val_n = totals
+        report = EpochReport(
+            epoch=self.epoch, epochs=self.config.epochs, seed=self.config.seed, space=self.config.space,
+            train_loss=train_loss / max(train_n, 1), train_acc=train_correct / max(train_n, 1),
+            val_loss=val_loss / max(val_n, 1), val_acc=val_correct / max(val_n, 1),
+            w_lr=lrs[0], a_lr=lrs[1], arch_active=arch_active,
+            alphas=_numpy(state.alphas), betas=_numpy(state.betas),
+            scores={s: _numpy(m) for s, m in state.mean.items()},
+            stderr={s: _numpy(m) for s, m in state.stderr.items()},
+            edge_weights=_numpy(state.edge_weights), genotypes=genotypes, changed=changed, stable_for=stable_for, decisiveness=decisive,
+            epoch_seconds=seconds, images_per_s=(train_n + val_n) / seconds if seconds > 0 else math.nan,
+            ground_truth=truth, stop_reason=self.stop_reason,
+        )
+        self.history.append(report)
+        if self.out_dir is not None:
+            self.save_checkpoint(self.checkpoint_path)
+        return report
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        assert self.out_dir is not None
+        return self.out_dir / CHECKPOINT_NAME
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.config.fingerprint(),
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "stop_reason": self.stop_reason,
+            "model": self.model.state_dict(),
+            "w_opt": self.w_opt.state_dict(),
+            "a_opt": self.a_opt.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "accumulator": self.accumulator.state_dict(),
+            "trackers": {n: t.state_dict() for n, t in self.trackers.items()},
+            "history": [r.to_json() for r in self.history],
+            "rng": _rng_state(),
+        }
+
+    def save_checkpoint(self, path: Path) -> None:
+        """Atomic: a crash while writing never leaves a torn checkpoint behind."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.accumulator.load_state_dict(state["accumulator"])
+        for name, tracker_state in state["trackers"].items():
+            self.trackers[name].load_state_dict(tracker_state)
+        self.history = [EpochReport.from_json(r) for r in state["history"]]
+        self.epoch = int(state["epoch"])
+        self.stop_reason = state["stop_reason"]
+        _set_rng_state(state["rng"])
+
+    @classmethod
+    def resume(cls, path: str | Path, *, config: SearchConfig | None = None, **kwargs: Any) -> Searcher:
+        """Continue from a checkpoint file or a directory holding one. ``config`` (if given) must describe
+        the same search; settings that do not change past epochs (data_dir, patience, ...) may differ."""
+        state = read_checkpoint(path)
+        saved = config_from_dict(state["config"])
+        if config is None:
+            config = saved
+        elif config.fingerprint() != state["fingerprint"]:
+            diff = sorted(k for k, v in config.to_dict().items() if state["config"].get(k) != v)
+            raise CheckpointError(
+                f"checkpoint {path} was made by another search (space {saved.space!r}); differing settings: "
+                f"{', '.join(diff) or 'format'}"
+            )
+        searcher = cls(config, **kwargs)
+        searcher.load_state_dict(state)
+        return searcher
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG/numpy state
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an ostr-ray search checkpoint")
+    return state
+
+
+def _batch_totals(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> list[torch.Tensor]:
+    n = labels.shape[0]
+    correct = (logits.argmax(dim=1) == labels).sum()
+    return [loss.double() * n, correct.double(), torch.tensor(float(n), dtype=torch.float64, device=loss.device)]
+
+
+def _numpy(cells: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {c: t.detach().cpu().numpy().astype(np.float64) for c, t in cells.items()}
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _load_table(config: SearchConfig):
+    if not config.nb201_table:
+        return None
+    from ostr_ray.nb201_bench import load_nb201_table
+
+    return load_nb201_table(config.nb201_table)
+
+
+def iter_history(path: str | Path) -> Iterator[EpochReport]:
+    """The epoch reports stored in a checkpoint (for ``status`` views of a running search)."""
+    for report in read_checkpoint(path)["history"]:
+        yield EpochReport.from_json(report)
+
+
+def write_search_report(out_dir: str | Path, config: SearchConfig, result: SearchResult) -> Path:
+    """``report.json``: the config, every criterion's final genotype, scores and the per-epoch history."""
+    import json
+
+    path = Path(out_dir) / "report.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"config": config.to_dict(), **result.to_json()}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,525 @@
+"""NAS-Bench-201: the 4-node cell space, its genotype, a fused weight-sharing supernet and the eval network.
+
+The space (Dong & Yang, ICLR 2020) is one cell type, ``"normal"``, with 4 nodes and 6 edges; every edge picks
+one of 5 ops, so there are ``5 ** 6 = 15625`` cells. Both networks follow NB201's macro skeleton: a 3x3
+stem, three stages of ``N`` cells at widths ``C, 2C, 4C`` joined by ResNet reduction blocks, and a
+BN-ReLU-pool-linear head.
+
+Indices
+-------
+:attr:`NB201Genotype.code` is *our* canonical enumeration, ``sum(op_index[e] * 5 ** e)``. The benchmark's own
+index (0..15624 in its files) is a permutation that is stored in those files and cannot be computed from the
+string (row 0 of NB201's table is an ``avg_pool_3x3`` cell), so mapping to or from NB201's index always goes
+through the benchmark table (:class:`ostr_ray.nb201_bench.NB201Table`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from searchspaces.base import Scores, SearchSpace, SearchSpaceError, Supernet, register_space
+
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NONE, SKIP, CONV1, CONV3, POOL = range(len(OPS))
+
+NUM_NODES = 4
+EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+"""Canonical edge order as ``(to, from)``; alpha row ``e`` is ``EDGES[e]`` (NB201's sorted "i<-j" keys)."""
+EDGE_INDEX: dict[tuple[int, int], int] = {edge: row for row, edge in enumerate(EDGES)}
+NUM_ARCHS = len(OPS) ** len(EDGES)
+PARAMETER_FREE_OPS = frozenset({"none", "skip_connect", "avg_pool_3x3"})
+
+_BN_EPS = 1e-5
+
+
+# --------------------------------------------------------------------------------------------- genotype
+
+
+@dataclass(frozen=True)
+class NB201Genotype:
+    """One NB201 cell: ``ops[e]`` is the op on edge ``EDGES[e]``."""
+
+    ops: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        ops = tuple(self.ops)
+        if len(ops) != len(EDGES):
+            raise SearchSpaceError(f"an NB201 cell has {len(EDGES)} edges, got {len(ops)} ops: {ops!r}")
+        for op in ops:
+            if op not in OPS:
+                raise SearchSpaceError(f"unknown NB201 op {op!r}; ops are {', '.join(OPS)}")
+        object.__setattr__(self, "ops", ops)
+
+    # -- string form ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_string(cls, text: str) -> NB201Genotype:
+        """Parse NB201's string, e.g. ``|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|...~2|``.
+
+        Strict on purpose (only surrounding whitespace is forgiven): a string that parses is exactly the
+        canonical string, so benchmark lookups by string cannot silently miss.
+        """
+        if not isinstance(text, str):
+            raise SearchSpaceError(f"an NB201 genotype string must be a str, got {type(text).__name__}")
+        text = text.strip()
+        node_texts = text.split("+")
+        if len(node_texts) != NUM_NODES - 1:
+            raise SearchSpaceError(
+                f"NB201 string {text!r} has {len(node_texts)} '+'-separated nodes, expected {NUM_NODES - 1}"
+            )
+        ops: dict[tuple[int, int], str] = {}
+        for to_node, node_text in enumerate(node_texts, start=1):
+            for from_node, op in enumerate(_parse_node(node_text, to_node)):
+                ops[(to_node, from_node)] = op
+        return cls(tuple(ops[edge] for edge in EDGES))
+
+    def to_str(self) -> str:
+        nodes = []
+        for to_node in range(1, NUM_NODES):
+            entries = (f"{self.ops[EDGE_INDEX[(to_node, j)]]}~{j}" for j in range(to_node))
+            nodes.append("|" + "|".join(entries) + "|")
+        return "+".join(nodes)
+
+    def __str__(self) -> str:
+        return self.to_str()
+
+    # -- canonical enumeration -----------------------------------------------------------------------
+
+    @property
+    def code(self) -> int:
+        """Our enumeration index ``sum(op_index[e] * 5**e)`` in ``0..15624`` (not NB201's index)."""
+        return sum(OPS.index(op) * len(OPS) ** row for row, op in enumerate(self.ops))
+
+    @classmethod
+    def from_code(cls, code: int) -> NB201Genotype:
+        if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code < NUM_ARCHS:
+            raise SearchSpaceError(f"NB201 code must be an int in 0..{NUM_ARCHS - 1}, got {code!r}")
+        ops = []
+        for _ in EDGES:
+            code, op_index = divmod(code, len(OPS))
+            ops.append(OPS[op_index])
+        return cls(tuple(ops))
+
+    @classmethod
+    def all_genotypes(cls) -> Iterator[NB201Genotype]:
+        """All 15,625 cells in :attr:`code` order."""
+        return (cls.from_code(code) for code in range(NUM_ARCHS))
+
+    # -- JSON and the Genotype protocol ---------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {"space": "nb201", "arch": self.to_str()}
+
+    @classmethod
+    def from_json(cls, mapping: Mapping[str, Any]) -> NB201Genotype:
+        if not isinstance(mapping, Mapping):
+            raise SearchSpaceError(f"an NB201 genotype JSON must be an object, got {type(mapping).__name__}")
+        space = mapping.get("space", "nb201")
+        if space != "nb201":
+            raise SearchSpaceError(f"genotype JSON is for space {space!r}, not 'nb201'")
+        if "arch" not in mapping:
+            raise SearchSpaceError(f"NB201 genotype JSON has no 'arch' key: {dict(mapping)!r}")
+        return cls.from_string(mapping["arch"])
+
+    def edge_choices(self) -> dict[str, dict[int, int]]:
+        """``{"normal": {edge row: op index}}`` for the edges the cell keeps.
+
+        Edges whose op is ``'none'`` are left out: they carry nothing, matching how DARTS-like genotypes list
+        only their kept edges.
+        """
+        return {"normal": {row: OPS.index(op) for row, op in enumerate(self.ops) if op != "none"}}
+
+
+def _parse_node(node_text: str, to_node: int) -> list[str]:
+    """Ops of ``|op~0|op~1|...|`` for node ``to_node``, in input order; strict about every character."""
+    if len(node_text) < 2 or not (node_text.startswith("|") and node_text.endswith("|")):
+        raise SearchSpaceError(f"NB201 node {to_node} text {node_text!r} must start and end with '|'")
+    entries = node_text[1:-1].split("|")
+    if len(entries) != to_node:
+        raise SearchSpaceError(
+            f"NB201 node {to_node} {node_text!r} has {len(entries)} inputs, expected {to_node}"
+        )
+    ops = []
+    for position, entry in enumerate(entries):
+        op, sep, source = entry.partition("~")
+        if not sep or source != str(position):
+            raise SearchSpaceError(
+                f"NB201 node {to_node} entry {entry!r} must be 'op~{position}' (input {position} at position "
+                f"{position})"
+            )
+        if op not in OPS:
+            raise SearchSpaceError(f"unknown NB201 op {op!r} in entry {entry!r}; ops are {', '.join(OPS)}")
+        ops.append(op)
+    return ops
+
+
+def all_genotypes() -> Iterator[NB201Genotype]:
+    """All 15,625 NB201 cells in :attr:`NB201Genotype.code` order."""
+    return NB201Genotype.all_genotypes()
+
+
+def genotype_from_json(mapping: Mapping[str, Any]) -> NB201Genotype:
+    return NB201Genotype.from_json(mapping)
+
+
+def parse_genotype(text: str) -> NB201Genotype:
+    """An NB201 string, or a JSON text of :meth:`NB201Genotype.to_json`."""
+    if isinstance(text, str) and text.lstrip().startswith("{"):
+        try:
+            mapping = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SearchSpaceError(f"bad NB201 genotype JSON {text!r}: {err}") from None
+        return genotype_from_json(mapping)
+    return NB201Genotype.from_string(text)
+
+
+# --------------------------------------------------------------------------------------------- decode
+
+
+def decode(scores: Scores, edge_weights: Scores | None = None) -> NB201Genotype:
+    """Per edge, the highest-scoring op other than ``'none'``; ties go to the lowest op index.
+
+    The comparison runs in Python floats (float64) so ties are broken the same way on every device and
+    torch version. ``edge_weights["normal"]`` ((6,)) multiplies the rows when given; a positive per-edge
+    factor cannot change a per-edge argmax, it is accepted for the shared ``decode`` signature.
+    """
+    rows = _score_rows(scores)
+    if edge_weights is not None:
+        factors = _edge_factors(edge_weights)
+        rows = [[value * factor for value in row] for row, factor in zip(rows, factors, strict=True)]
+    ops = []
+    for row in rows:
+        best = SKIP
+        for op_index in range(SKIP + 1, len(OPS)):
+            if row[op_index] > row[best]:
+                best = op_index
+        ops.append(OPS[best])
+    return NB201Genotype(tuple(ops))
+
+
+def _only_normal(mapping: Scores, what: str) -> torch.Tensor:
+    if not isinstance(mapping, Mapping):
+        raise SearchSpaceError(
+            f"NB201 {what} must be a mapping {{'normal': tensor}}, got {type(mapping).__name__}"
+        )
+    extra = sorted(set(mapping) - {"normal"})
+    if extra:
+        raise SearchSpaceError(f"NB201 has only the 'normal' cell type; unexpected {what} keys {extra}")
+    if "normal" not in mapping:
+        raise SearchSpaceError(f"NB201 {what} lack the 'normal' key")
+    return torch.as_tensor(mapping["normal"]).detach()
+
+
+def _score_rows(scores: Scores) -> list[list[float]]:
+    tensor = _only_normal(scores, "scores")
+    if tuple(tensor.shape) != (len(EDGES), len(OPS)):
+        raise SearchSpaceError(
+            f"NB201 scores must have shape {(len(EDGES), len(OPS))}, got {tuple(tensor.shape)}"
+        )
+    tensor = tensor.to("cpu", torch.float64)
+    if not torch.isfinite(tensor).all():
+        raise SearchSpaceError(f"NB201 scores contain non-finite values: {tensor.tolist()}")
+    return tensor.tolist()
+
+
+def _edge_factors(edge_weights: Scores) -> list[float]:
+    tensor = _only_normal(edge_weights, "edge weights")
+    if tuple(tensor.shape) != (len(EDGES),):
+        raise SearchSpaceError(
+            f"NB201 edge weights must have shape {(len(EDGES),)}, got {tuple(tensor.shape)}"
+        )
+    return tensor.to("cpu", torch.float64).tolist()
+
+
+# ------------------------------------------------------------------------------------------- building blocks
+
+
+class ReLUConvBN(nn.Sequential):
+    """NB201's ``nor_conv``: ReLU, conv (no bias: the BN right after cancels it), BN."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, affine: bool = True) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
+
+
+class ResNetReduction(nn.Module):
+    """NB201's reduction block between stages: two ReLUConvBN 3x3 (stride 2, then 1) plus an
+    AvgPool2d(2, 2) + 1x1 conv shortcut, added."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, stride=2)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, stride=1)
+        self.shortcut = nn.Sequential(
+            nn.AvgPool2d(kernel_size=2, stride=2, padding=0), nn.Conv2d(c_in, c_out, 1, bias=False)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_b(self.conv_a(x)) + self.shortcut(x)
+
+
+def _avg_pool_3x3(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def _stage_widths(C: int, N: int) -> list[int | None]:
+    """Cell widths in network order, ``None`` marking a reduction block: N x C, R, N x 2C, R, N x 4C."""
+    return [C] * N + [None] + [2 * C] * N + [None] + [4 * C] * N
+
+
+def _check_sizes(C: int, N: int, num_classes: int, in_channels: int) -> None:
+    for name, value in (("C", C), ("N", N), ("num_classes", num_classes), ("in_channels", in_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SearchSpaceError(f"NB201 {name} must be a positive int, got {value!r}")
+
+
+class _Backbone(nn.Module):
+    """Stem, the cell/reduction sequence and the head shared by the supernet and the eval network."""
+
+    def __init__(self, C: int, N: int, num_classes: int, in_channels: int, make_cell: Any) -> None:
+        super().__init__()
+        _check_sizes(C, N, num_classes, in_channels)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        layers: list[nn.Module] = []
+        width = C
+        for cell_width in _stage_widths(C, N):
+            if cell_width is None:
+                layers.append(ResNetReduction(width, 2 * width))
+                width *= 2
+            else:
+                layers.append(make_cell(cell_width))
+        self.cells = nn.ModuleList(layers)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(width, num_classes)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.lastact(x), 1), 1))
+
+
+# --------------------------------------------------------------------------------------------- supernet
+
+
+_OUT_EDGES: tuple[tuple[int, ...], ...] = tuple(
+    tuple(EDGE_INDEX[(to, src)] for to in range(src + 1, NUM_NODES)) for src in range(NUM_NODES - 1)
+)
+"""Per source node, the rows of its outgoing edges in target order: ((0, 1, 3), (2, 4), (5,))."""
+
+
+class _CellMixing:
+    """The op weights of one forward pass laid out for a fused cell of width ``C``.
+
+    Built once per width per forward (all cells share alpha), so the cells do no per-edge Python work.
+    For source node ``j`` with ``k`` outgoing edges: ``conv3_scale[j]`` / ``conv1_scale[j]`` are the
+    ``(k*C,)`` per-channel factors folded into the conv BN (its affine weight); :meth:`skip_and_pool` gives
+    ``(1, k, 1, 1, 1)`` factors broadcast over the stacked per-target contributions.
+    """
+
+    def __init__(self, weights: torch.Tensor, C: int) -> None:
+        def per_channel(rows: tuple[int, ...], op: int) -> torch.Tensor:
+            return weights[list(rows), op].repeat_interleave(C)
+
+        def per_target(rows: tuple[int, ...], op: int) -> torch.Tensor:
+            return weights[list(rows), op].view(1, len(rows), 1, 1, 1)
+
+        self.conv3_scale = [per_channel(rows, CONV3) for rows in _OUT_EDGES]
+        self.conv1_scale = [per_channel(rows, CONV1) for rows in _OUT_EDGES]
+        self._skip = [per_target(rows, SKIP) for rows in _OUT_EDGES]
+        self._pool = [per_target(rows, POOL) for rows in _OUT_EDGES]
+        self._cast: dict[torch.dtype, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+
+    def skip_and_pool(self, src: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The skip / pool factors in the activations' dtype, so bf16/fp16 activations (autocast) are not
+        promoted to float32 by the float32 weights; cast once per dtype and forward."""
+        if dtype not in self._cast:
+            self._cast[dtype] = ([w.to(dtype) for w in self._skip], [w.to(dtype) for w in self._pool])
+        skip, pool = self._cast[dtype]
+        return skip[src], pool[src]
+
+
+class FusedSearchCell(nn.Module):
+    """An NB201 search cell computing every mixed op, fused per source node.
+
+    A mixed edge ``i <- j`` is ``sum_o w[o] * op_o(x_j)``. All edges leaving node ``j`` read the same
+    ``x_j``, so per source node this runs one ReLU, one 3x3 conv and one 1x1 conv producing the outputs of
+    all its outgoing edges at once (out channels ``k*C``), and one avg-pool shared by them. The BN is NB201's
+    search BN (``affine=False``, batch statistics always: NB201 searches with ``track_running_stats=False``)
+    with the op weight folded in as its per-channel scale, so normalising and weighting is one kernel.
+    ``'none'`` is never computed: its contribution is zero whatever its weight. Mathematically identical to
+    six independent MixedOps (NB201's ReLUConvBN conv bias is cancelled by the batch-statistics BN).
+    """
+
+    def __init__(self, C: int) -> None:
+        super().__init__()
+        self.C = C
+        self.conv3 = nn.ParameterList(
+            [nn.Parameter(torch.empty(len(rows) * C, C, 3, 3)) for rows in _OUT_EDGES]
+        )
+        self.conv1 = nn.ParameterList(
+            [nn.Parameter(torch.empty(len(rows) * C, C, 1, 1)) for rows in _OUT_EDGES]
+        )
+        for weight in [*self.conv3, *self.conv1]:
+            # Same init as one nn.Conv2d per edge: fan-in is C * k * k regardless of the fusion.
+            nn.init.kaiming_uniform_(weight, a=5**0.5)
+
+    def _conv_bn(
+        self, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, padding: int
+    ) -> torch.Tensor:
+        y = F.conv2d(x, weight, padding=padding)
+        return F.batch_norm(y, None, None, weight=scale, training=True, eps=_BN_EPS)
+
+    def forward(self, x: torch.Tensor, mixing: _CellMixing) -> torch.Tensor:
+        nodes = [x]
+        inbox: list[list[torch.Tensor]] = [[] for _ in range(NUM_NODES)]
+        for src, rows in enumerate(_OUT_EDGES):
+            x_src = nodes[src]
+            batch, _, height, width = x_src.shape
+            shape = (batch, len(rows), self.C, height, width)
+            relu = F.relu(x_src)
+            conv = self._conv_bn(relu, self.conv3[src], mixing.conv3_scale[src], 1).view(shape)
+            conv = conv + self._conv_bn(relu, self.conv1[src], mixing.conv1_scale[src], 0).view(shape)
+            skip, pool = mixing.skip_and_pool(src, x_src.dtype)
+            contributions = conv + skip * x_src.unsqueeze(1) + pool * _avg_pool_3x3(x_src).unsqueeze(1)
+            for position, target in enumerate(range(src + 1, NUM_NODES)):
+                inbox[target].append(contributions[:, position])
+            nodes.append(_sum(inbox[src + 1]))
+        return nodes[-1]
+
+
+def _sum(tensors: list[torch.Tensor]) -> torch.Tensor:
+    total = tensors[0]
+    for tensor in tensors[1:]:
+        total = total + tensor
+    return total
+
+
+class NB201Supernet(Supernet):
+    """NB201's weight-sharing network: every cell edge mixes all 5 ops; one alpha (6x5) for all cells."""
+
+    def __init__(self, C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.backbone = _Backbone(C, N, num_classes, in_channels, FusedSearchCell)
+        self.alphas = nn.ParameterDict({"normal": nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPS)))})
+        self._cell_widths = sorted({w for w in _stage_widths(C, N) if w is not None})
+
+    def forward(self, x: torch.Tensor, op_weights: Scores | None = None) -> torch.Tensor:
+        weights = self._normal_weights(self.op_weights() if op_weights is None else op_weights)
+        mixing = {width: _CellMixing(weights, width) for width in self._cell_widths}
+        x = self.backbone.stem(x)
+        for layer in self.backbone.cells:
+            x = layer(x, mixing[layer.C]) if isinstance(layer, FusedSearchCell) else layer(x)
+        return self.backbone.head(x)
+
+    @staticmethod
+    def _normal_weights(op_weights: Scores) -> torch.Tensor:
+        weights = op_weights.get("normal") if isinstance(op_weights, Mapping) else None
+        if weights is None or tuple(weights.shape) != (len(EDGES), len(OPS)):
+            shape = None if weights is None else tuple(weights.shape)
+            raise SearchSpaceError(
+                f"NB201 op_weights must be {{'normal': ({len(EDGES)}, {len(OPS)}) tensor}}, got {shape}"
+            )
+        return weights
+
+
+# --------------------------------------------------------------------------------------------- eval network
+
+
+class InferCell(nn.Module):
+    """A discrete NB201 cell (affine BN). ``'none'`` edges are skipped; a node with no kept input is zero,
+    and it still feeds its outgoing ops, exactly as NB201's zero op would."""
+
+    def __init__(self, genotype: NB201Genotype, C: int) -> None:
+        super().__init__()
+        self.kept_edges = [(EDGES[row], op) for row, op in enumerate(genotype.ops) if op != "none"]
+        self.layers = nn.ModuleList([_discrete_op(op, C) for _, op in self.kept_edges])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inbox: list[list[torch.Tensor]] = [[] for _ in range(NUM_NODES)]
+        nodes = [x]
+        for to_node in range(1, NUM_NODES):
+            for ((target, src), _), layer in zip(self.kept_edges, self.layers, strict=True):
+                if target == to_node:
+                    inbox[to_node].append(layer(nodes[src]))
+            nodes.append(_sum(inbox[to_node]) if inbox[to_node] else torch.zeros_like(x))
+        return nodes[-1]
+
+
+def _discrete_op(op: str, C: int) -> nn.Module:
+    if op == "skip_connect":
+        return nn.Identity()
+    if op == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    if op == "nor_conv_1x1":
+        return ReLUConvBN(C, C, 1)
+    if op == "nor_conv_3x3":
+        return ReLUConvBN(C, C, 3)
+    raise SearchSpaceError(f"NB201 op {op!r} has no discrete module")
+
+
+class TinyNetwork(nn.Module):
+    """NB201's discrete network for one cell; ``forward`` returns ``(logits, None)`` (no auxiliary head)."""
+
+    def __init__(
+        self, genotype: NB201Genotype, C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3
+    ) -> None:
+        super().__init__()
+        if not isinstance(genotype, NB201Genotype):
+            raise SearchSpaceError(f"TinyNetwork needs an NB201Genotype, got {type(genotype).__name__}")
+        self.genotype = genotype
+        self.backbone = _Backbone(C, N, num_classes, in_channels, lambda width: InferCell(genotype, width))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x = self.backbone.stem(x)
+        for layer in self.backbone.cells:
+            x = layer(x)
+        return self.backbone.head(x), None
+
+
+# --------------------------------------------------------------------------------------------- registration
+
+_SIZE_KWARGS = frozenset({"C", "N", "num_classes", "in_channels"})
+
+
+def _check_kwargs(kwargs: Mapping[str, Any], what: str) -> None:
+    unknown = sorted(set(kwargs) - _SIZE_KWARGS)
+    if unknown:
+        raise SearchSpaceError(f"unknown NB201 {what} arguments {unknown}; accepted: {sorted(_SIZE_KWARGS)}")
+
+
+def build_supernet(**kwargs: Any) -> NB201Supernet:
+    """``NB201Supernet(C=16, N=5, num_classes=10, in_channels=3)``; unknown arguments are an error."""
+    _check_kwargs(kwargs, "supernet")
+    return NB201Supernet(**kwargs)
+
+
+def build_eval_network(genotype: NB201Genotype | str, **kwargs: Any) -> TinyNetwork:
+    """``TinyNetwork(genotype, C=16, N=5, num_classes=10, in_channels=3)``; strings are parsed first."""
+    _check_kwargs(kwargs, "eval network")
+    if isinstance(genotype, str):
+        genotype = parse_genotype(genotype)
+    return TinyNetwork(genotype, **kwargs)
+
+
+@register_space("nb201")
+def nb201_space() -> SearchSpace:
+    return SearchSpace(
+        name="nb201",
+        ops=OPS,
+        cell_types=("normal",),
+        num_edges=len(EDGES),
+        build_supernet=build_supernet,
+        decode=decode,
+        parse_genotype=parse_genotype,
+        genotype_from_json=genotype_from_json,
+        build_eval_network=build_eval_network,
+        parameter_free_ops=PARAMETER_FREE_OPS,
+    )
