@@ -95,8 +95,16 @@ class SearchConfig:
 # Settings that may differ between a run and its resume (where files are, how many epochs in total,
 # early-stop policy, threads) without changing what the epochs done so far computed.
 _NON_SHAPING = {
-    "data_dir", "download", "patience", "min_epochs", "tie_se", "device", "threads",
-    "nb201_table", "description", "criterion",
+    "data_dir",
+    "download",
+    "patience",
+    "min_epochs",
+    "tie_se",
+    "device",
+    "threads",
+    "nb201_table",
+    "description",
+    "criterion",
 }
 
 _FIELDS = {f.name: f for f in dataclasses.fields(SearchConfig)}
@@ -170,12 +178,19 @@ def validate(config: SearchConfig) -> None:
         get_space(config.space)
     except SearchSpaceError as err:
         raise ConfigError(str(err)) from None
-    _require(config.dataset in DATASETS, f"unknown dataset {config.dataset!r}; choose from {', '.join(DATASETS)}")
+    _require(
+        config.dataset in DATASETS, f"unknown dataset {config.dataset!r}; choose from {', '.join(DATASETS)}"
+    )
     _require(config.order in ORDERS, f"unknown order {config.order!r}; choose from {', '.join(ORDERS)}")
-    _require(config.amp in AMP_MODES, f"unknown amp mode {config.amp!r}; choose from {', '.join(AMP_MODES)}"
-             " (fp16 needs loss scaling, which would distort the gradients strength is read from)")
-    _require(config.criterion in list_criteria(),
-             f"unknown criterion {config.criterion!r}; choose from {', '.join(list_criteria())}")
+    _require(
+        config.amp in AMP_MODES,
+        f"unknown amp mode {config.amp!r}; choose from {', '.join(AMP_MODES)}"
+        " (fp16 needs loss scaling, which would distort the gradients strength is read from)",
+    )
+    _require(
+        config.criterion in list_criteria(),
+        f"unknown criterion {config.criterion!r}; choose from {', '.join(list_criteria())}",
+    )
     for name in ("epochs", "batch_size"):
         _require(int(getattr(config, name)) >= 1, f"{name} must be >= 1, got {getattr(config, name)!r}")
     for name in ("patience", "min_epochs", "arch_start_epoch", "crop_padding", "cutout"):
@@ -184,14 +199,23 @@ def validate(config: SearchConfig) -> None:
         _require(float(getattr(config, name)) > 0, f"{name} must be > 0, got {getattr(config, name)!r}")
     _require(config.tie_se >= 0, f"tie_se must be >= 0, got {config.tie_se!r}")
     _require(config.seed >= 0, f"seed must be >= 0, got {config.seed!r}")
-    _require(config.arch_start_epoch < config.epochs,
-             f"arch_start_epoch {config.arch_start_epoch} leaves no architecture epochs out of {config.epochs}")
+    _require(
+        config.arch_start_epoch < config.epochs,
+        f"arch_start_epoch {config.arch_start_epoch} leaves no architecture epochs out of {config.epochs}",
+    )
     if config.subset_fraction is not None:
-        _require(0 < config.subset_fraction <= 1, f"subset_fraction must be in (0, 1], got {config.subset_fraction!r}")
-    _require(0 < config.train_fraction < 1, f"train_fraction must be in (0, 1), got {config.train_fraction!r}")
+        _require(
+            0 < config.subset_fraction <= 1,
+            f"subset_fraction must be in (0, 1], got {config.subset_fraction!r}",
+        )
+    _require(
+        0 < config.train_fraction < 1, f"train_fraction must be in (0, 1), got {config.train_fraction!r}"
+    )
     if config.nb201_table:
         _require(config.space == "nb201", f"nb201_table applies to the nb201 space, not {config.space!r}")
     if config.dataset == "imagefolder":
-        _require(bool(config.data_dir), "dataset 'imagefolder' needs --data-dir pointing at a class-folder tree")
+        _require(
+            bool(config.data_dir), "dataset 'imagefolder' needs --data-dir pointing at a class-folder tree"
+        )
     if config.threads is not None:
         _require(config.threads >= 1, f"threads must be >= 1, got {config.threads!r}")

@@ -28,22 +28,34 @@ def epoch_line(report: EpochReport, criterion: str) -> str:
         if crit in report.genotypes:
             truth = report.ground_truth.get(crit)
             acc = f" [green]{next(iter(truth.values())):.2f}[/]" if truth else ""
-            parts.append(f"{crit}={short_genotype(report.genotypes[crit])}{acc} "
-                         f"(stable {report.stable_for[crit]})")
+            parts.append(
+                f"{crit}={short_genotype(report.genotypes[crit])}{acc} (stable {report.stable_for[crit]})"
+            )
     return "  ".join(parts)
 
 
 class RichSearchProgress:
     """Search callback: epoch progress bar plus a per-epoch line; ``quiet`` prints plain lines only."""
 
-    def __init__(self, total_epochs: int, criterion: str, *, start_epoch: int = 0, quiet: bool = False,
-                 console: Console | None = None) -> None:
+    def __init__(
+        self,
+        total_epochs: int,
+        criterion: str,
+        *,
+        start_epoch: int = 0,
+        quiet: bool = False,
+        console: Console | None = None,
+    ) -> None:
         self.console = console or Console(stderr=True)
         self.criterion = criterion
         self.quiet = quiet
         self.progress = Progress(
-            TextColumn("[bold blue]search"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=self.console, disable=quiet,
+            TextColumn("[bold blue]search"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=quiet,
         )
         self.task = self.progress.add_task("search", total=total_epochs, completed=start_epoch)
         self.progress.start()

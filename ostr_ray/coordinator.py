@@ -3,9 +3,9 @@ a consensus genotype, and the experiment-level stop rule.
 
 This is the pure core that a Ray Tune ``Callback`` (feeding :meth:`Coordinator.update` /
 :meth:`Coordinator.mark_finished`, persisting :meth:`Coordinator.state_dict`) and a ``Stopper`` (asking
-:meth:`Coordinator.seed_should_stop` / :meth:`Coordinator.experiment_should_stop`) wrap. It imports neither Ray
-nor MLflow so it can be tested with hand-made :class:`~ostr_ray.events.EpochReport` records and reused by any
-other scheduler.
+:meth:`Coordinator.seed_should_stop` / :meth:`Coordinator.experiment_should_stop`) wrap. It imports neither
+Ray nor MLflow so it can be tested with hand-made :class:`~ostr_ray.events.EpochReport` records and reused by
+any other scheduler.
 
 Trials are keyed by ``(variant, seed)``; variants (e.g. ``"nb201-cifar10"``) are independent groups and every
 statistic is per variant. Trials run asynchronously, so epoch ``k`` of a variant is summarised only once
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import combinations
 from typing import Any, Literal, NamedTuple
 
@@ -45,7 +45,7 @@ class TrialKey(NamedTuple):
 # ------------------------------------------------------------------------------------------- statistics
 
 
-@lru_cache(maxsize=None)
+@cache
 def _space(name: str) -> SearchSpace:
     """Spaces are immutable records; building one per report would be wasted work."""
     return get_space(name)
@@ -62,7 +62,7 @@ def _tensors(matrix: Matrix) -> dict[str, torch.Tensor]:
 
 
 def arch_state(report: EpochReport) -> ArchState:
-    """The :class:`ArchState` a criterion would have seen when the report was made, rebuilt from its arrays."""
+    """The :class:`ArchState` a criterion saw when the report was made, rebuilt from the report's arrays."""
     return ArchState(
         alphas=_tensors(report.alphas),
         betas=_tensors(report.betas),
@@ -92,11 +92,13 @@ def normalised_strength(report: EpochReport, criterion: str, cells: tuple[str, .
     """The scores ``criterion`` ranks by (so ``magnitude`` uses betas), row-normalised per cell type."""
     try:
         selection = get_criterion(criterion)(arch_state(report))
-        return {cell: normalise_rows(torch.as_tensor(selection.scores[cell]).double().numpy()) for cell in cells}
+        scores = {cell: torch.as_tensor(selection.scores[cell]).double().numpy() for cell in cells}
     except KeyError as err:
         raise ValueError(
-            f"seed {report.seed} epoch {report.epoch}: criterion {criterion!r} needs {err} missing from the report"
+            f"seed {report.seed} epoch {report.epoch}: criterion {criterion!r} needs {err}, missing from the "
+            "report"
         ) from None
+    return {cell: normalise_rows(matrix) for cell, matrix in scores.items()}
 
 
 def modal_genotype(genotypes: list[str | None]) -> tuple[str | None, float]:
@@ -212,15 +214,22 @@ class EpochStats:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "variant": self.variant, "epoch": self.epoch, "space": self.space, "criterion": self.criterion,
+            "variant": self.variant,
+            "epoch": self.epoch,
+            "space": self.space,
+            "criterion": self.criterion,
             "n_seeds": self.n_seeds,
             "report_epochs": {str(s): e for s, e in self.report_epochs.items()},
             "genotypes": {str(s): dict(g) for s, g in self.genotypes.items()},
-            "modal_genotype": self.modal_genotype, "agreement": self.agreement,
-            "vote_share": _lists(self.vote_share), "strength_mean": _lists(self.strength_mean),
-            "strength_std": _lists(self.strength_std), "mean_kendall_tau": self.mean_kendall_tau,
+            "modal_genotype": self.modal_genotype,
+            "agreement": self.agreement,
+            "vote_share": _lists(self.vote_share),
+            "strength_mean": _lists(self.strength_mean),
+            "strength_std": _lists(self.strength_std),
+            "mean_kendall_tau": self.mean_kendall_tau,
             "stable_for": {str(s): n for s, n in self.stable_for.items()},
-            "consensus_genotype": self.consensus_genotype, "consensus_stable_for": self.consensus_stable_for,
+            "consensus_genotype": self.consensus_genotype,
+            "consensus_stable_for": self.consensus_stable_for,
             "criterion_consensus": dict(self.criterion_consensus),
             "criterion_agreement": dict(self.criterion_agreement),
         }
@@ -266,10 +275,15 @@ def compute_epoch_stats(
     held = previous is not None and consensus is not None and previous.consensus_genotype == consensus
     others = _other_criteria(space, ordered, criterion)
     return EpochStats(
-        variant=variant, epoch=epoch, space=space.name, criterion=criterion, n_seeds=len(seeds),
+        variant=variant,
+        epoch=epoch,
+        space=space.name,
+        criterion=criterion,
+        n_seeds=len(seeds),
         report_epochs={s: reports[s].epoch for s in seeds},
         genotypes={s: dict(reports[s].genotypes) for s in seeds},
-        modal_genotype=modal, agreement=agreement,
+        modal_genotype=modal,
+        agreement=agreement,
         vote_share={cell: votes[cell] / len(seeds) for cell in space.cell_types},
         strength_mean={cell: m.mean(axis=0) for cell, m in stacked.items()},
         strength_std={cell: m.std(axis=0) for cell, m in stacked.items()},
@@ -324,7 +338,8 @@ class _Trial:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "status": self.status, "reason": self.reason,
+            "status": self.status,
+            "reason": self.reason,
             "reports": [self.reports[e].to_json() for e in sorted(self.reports)],
         }
 
@@ -338,7 +353,7 @@ class _Trial:
 
 
 class Coordinator:
-    """Collects every trial's epoch reports and turns each completed epoch of a variant into :class:`EpochStats`.
+    """Collects every trial's epoch reports; turns each completed epoch of a variant into :class:`EpochStats`.
 
     ``criterion`` is the watched criterion; ``patience`` > 0 with ``experiment_stop`` enables the experiment
     stop once every variant's consensus held ``patience`` epochs with ``agreement`` >= the threshold.
@@ -379,7 +394,7 @@ class Coordinator:
         return self._advance(key.variant)
 
     def mark_finished(self, key: TrialKey, status: TrialStatus, reason: str = "") -> list[EpochStats]:
-        """Record how a trial ended; returns stats that completed because the variant stopped waiting for it."""
+        """Record how a trial ended; returns the stats completed now that the variant stops waiting for it."""
         if status not in _DONE_STATUSES:
             raise ValueError(f"status must be one of {', '.join(_DONE_STATUSES)}, got {status!r}")
         key = TrialKey(*key)
@@ -470,7 +485,9 @@ class Coordinator:
         """JSON-ready overview: per variant, per seed final genotypes and status, the last consensus, and the
         agreement history ``[epoch, agreement, consensus_stable_for, mean_kendall_tau]``."""
         return {
-            "criterion": self.criterion, "patience": self.patience, "agreement_threshold": self.agreement,
+            "criterion": self.criterion,
+            "patience": self.patience,
+            "agreement_threshold": self.agreement,
             "experiment_stop_reason": self.experiment_should_stop(),
             "variants": {variant: self._variant_summary(variant) for variant in self.variants()},
         }
@@ -481,7 +498,9 @@ class Coordinator:
         for seed, trial in sorted(self._variant_trials(variant).items()):
             report = trial.reports.get(trial.last_epoch)
             seeds[str(seed)] = {
-                "status": trial.status, "reason": trial.reason, "last_epoch": trial.last_epoch,
+                "status": trial.status,
+                "reason": trial.reason,
+                "last_epoch": trial.last_epoch,
                 "genotypes": dict(report.genotypes) if report else {},
                 "stop_reason": report.stop_reason if report else None,
             }
@@ -497,7 +516,8 @@ class Coordinator:
             "criterion_consensus": dict(last.criterion_consensus) if last else {},
             "criterion_agreement": dict(last.criterion_agreement) if last else {},
             "history": [
-                [s.epoch, s.agreement, s.consensus_stable_for, s.mean_kendall_tau] for s in self._stats[variant]
+                [s.epoch, s.agreement, s.consensus_stable_for, s.mean_kendall_tau]
+                for s in self._stats[variant]
             ],
         }
 
@@ -526,9 +546,7 @@ class Coordinator:
             raise ValueError(
                 f"saved coordinator state watches criterion {state['criterion']!r}, not {self.criterion!r}"
             )
-        self._trials = {
-            TrialKey(t["variant"], int(t["seed"])): _Trial.from_json(t) for t in state["trials"]
-        }
+        self._trials = {TrialKey(t["variant"], int(t["seed"])): _Trial.from_json(t) for t in state["trials"]}
         self._stats = {v: [EpochStats.from_json(s) for s in stats] for v, stats in state["stats"].items()}
         for key in self._trials:
             self._stats.setdefault(key.variant, [])

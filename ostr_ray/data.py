@@ -76,14 +76,18 @@ class ImageData:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise DataError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
-                            f"{tuple(self.images.shape)}")
+            raise DataError(
+                f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
-            raise DataError(f"labels must be int64 ({self.images.shape[0]},), got {self.labels.dtype} "
-                            f"{tuple(self.labels.shape)}")
+            raise DataError(
+                f"labels must be int64 ({self.images.shape[0]},), got {self.labels.dtype} "
+                f"{tuple(self.labels.shape)}"
+            )
         if len(self.mean) != self.images.shape[1] or len(self.std) != self.images.shape[1]:
-            raise DataError(f"mean/std need {self.images.shape[1]} channels, "
-                            f"got {len(self.mean)}/{len(self.std)}")
+            raise DataError(
+                f"mean/std need {self.images.shape[1]} channels, got {len(self.mean)}/{len(self.std)}"
+            )
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -276,8 +280,7 @@ def class_folder_check(path: str | os.PathLike[str]) -> int:
 
 def _scan_class_folders(root: Path) -> tuple[list[str], list[Path], list[int]]:
     """Classes (sorted folder names, as torchvision's ImageFolder) and every image path with its label."""
-    if not root.is_dir():
-        raise DataError(f"data dir {root} does not exist")
+    _require_dir(root)
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise DataError(f"{root} has no class folders (expected {root}/<class>/<image>)")
@@ -303,10 +306,14 @@ def _images_under(folder: Path) -> list[Path]:
     return found
 
 
+def _require_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise DataError(f"data dir {path} " + ("is not a directory" if path.exists() else "does not exist"))
+
+
 def _split_dir(data_dir: Path, train: bool) -> Path:
     """train: ``data_dir/train`` if present, else ``data_dir``; eval: ``data_dir/test`` or ``/val``."""
-    if not data_dir.is_dir():
-        raise DataError(f"data dir {data_dir} does not exist")
+    _require_dir(data_dir)
     for sub in ("train",) if train else ("test", "val"):
         if (data_dir / sub).is_dir():
             return data_dir / sub
@@ -323,8 +330,14 @@ def _load_imagefolder(data_dir: Path, *, train: bool, image_size: int | None) ->
     cached = _read_cache(cache_file)
     if cached is None:
         cached = _decode_cached(cache_file, lambda: _decode_tree(paths, labels, classes, image_size))
-    return ImageData(cached["images"], cached["labels"], len(classes), list(cached["classes"]),
-                     tuple(cached["mean"]), tuple(cached["std"]))
+    return ImageData(
+        cached["images"],
+        cached["labels"],
+        len(classes),
+        list(cached["classes"]),
+        tuple(cached["mean"]),
+        tuple(cached["std"]),
+    )
 
 
 def _cache_file(root: Path, paths: Sequence[Path], image_size: int | None) -> Path:
@@ -385,30 +398,42 @@ def _atomic_save(obj: dict, path: Path) -> None:
 def _decode_tree(paths: list[Path], labels: list[int], classes: list[str], image_size: int | None) -> dict:
     images = _decode_all(paths, image_size)
     mean, std = _channel_stats(images)
-    return {"images": images, "labels": torch.tensor(labels, dtype=torch.int64), "classes": list(classes),
-            "mean": list(mean), "std": list(std)}
+    return {
+        "images": images,
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "classes": list(classes),
+        "mean": list(mean),
+        "std": list(std),
+    }
 
 
 class _DecodeChunks(torch.utils.data.Dataset):
     """Chunks of paths, so DataLoader workers (robust fork handling, per-worker thread limits) decode them."""
 
     def __init__(self, paths: list[Path], image_size: int | None) -> None:
-        self.chunks = [paths[i:i + _DECODE_CHUNK] for i in range(0, len(paths), _DECODE_CHUNK)]
+        self.chunks = [paths[i : i + _DECODE_CHUNK] for i in range(0, len(paths), _DECODE_CHUNK)]
         self.image_size = image_size
 
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def __getitem__(self, i: int) -> Tensor:
-        return _decode_chunk(self.chunks[i], self.image_size)
+    def __getitem__(self, i: int) -> Tensor | str:
+        try:
+            return _decode_chunk(self.chunks[i], self.image_size)
+        except DataError as err:  # returned, so the parent re-raises it as a one-line DataError
+            return str(err)
 
 
 def _decode_all(paths: list[Path], image_size: int | None) -> Tensor:
     """Decode in a few worker processes: torchvision's decoders hold the GIL, so threads do not help."""
     workers = 0 if len(paths) < _PARALLEL_DECODE_MIN else min(4, os.cpu_count() or 1)
-    loader = torch.utils.data.DataLoader(_DecodeChunks(paths, image_size), batch_size=None,
-                                         num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        _DecodeChunks(paths, image_size), batch_size=None, num_workers=workers
+    )
     chunks = list(loader)
+    for chunk in chunks:
+        if isinstance(chunk, str):
+            raise DataError(chunk)
     shapes = {tuple(c.shape[1:]) for c in chunks}
     if len(shapes) > 1:
         raise DataError(f"images have different sizes {sorted(shapes)[:3]}; pass image_size to resize them")
@@ -416,7 +441,9 @@ def _decode_all(paths: list[Path], image_size: int | None) -> Tensor:
 
 
 def _decode_chunk(paths: Sequence[Path], image_size: int | None) -> Tensor:
-    images = [_decode_file(p) for p in paths]
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec
+        warnings.filterwarnings("ignore", ".*decoding and encoding capabilities", DeprecationWarning)
+        images = [_decode_file(p) for p in paths]
     if image_size is not None:
         if len({tuple(im.shape) for im in images}) == 1:
             return _resize(torch.stack(images), image_size)
@@ -439,7 +466,7 @@ def _decode_file(path: Path) -> Tensor:
         with Image.open(path) as im:
             return torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1).contiguous()
     except (RuntimeError, OSError, ValueError) as err:
-        raise DataError(f"cannot decode image {path}: {err}") from err
+        raise DataError(f"cannot decode image {path}: {' '.join(str(err).split())}") from err
 
 
 # ------------------------------------------------------------------------------------------ subsets
@@ -452,8 +479,11 @@ def subset(data: ImageData, n: int, seed: int, *, per_class: bool = True) -> Ima
     before any gives its (k+1)-th, so small classes are used up and the rest fill in from the others.
     """
     if not 1 <= n <= len(data):
-        raise DataError(f"subset size {n} is larger than the {len(data)} images available" if n > len(data)
-                        else f"subset size must be >= 1, got {n}")
+        raise DataError(
+            f"subset size {n} is larger than the {len(data)} images available"
+            if n > len(data)
+            else f"subset size must be >= 1, got {n}"
+        )
     g = _generator("subset", seed, n)
     perm = torch.randperm(len(data), generator=g)
     if not per_class:
@@ -491,8 +521,11 @@ def search_split(
     parts = ((perm[:n_train], train_size, "train_size"), (perm[n_train:], val_size, "val_size"))
     for idx, cap, what in parts:
         if cap is not None and not 1 <= cap <= len(idx):
-            raise DataError(f"{what} {cap} is larger than the {len(idx)} images available in that half"
-                            if cap > len(idx) else f"{what} must be >= 1, got {cap}")
+            raise DataError(
+                f"{what} {cap} is larger than the {len(idx)} images available in that half"
+                if cap > len(idx)
+                else f"{what} must be >= 1, got {cap}"
+            )
         halves.append(data.take(idx[:cap].sort().values))
     return halves[0], halves[1]
 
@@ -533,8 +566,10 @@ class BatchStream:
         stream_id: int = 0,
     ) -> None:
         if batch_size < 1 or (drop_last and batch_size > len(data)):
-            raise DataError(f"batch size {batch_size} does not fit {len(data)} images"
-                            + (" (drop_last would leave no batch)" if batch_size >= 1 else ""))
+            raise DataError(
+                f"batch size {batch_size} does not fit {len(data)} images"
+                + (" (drop_last would leave no batch)" if batch_size >= 1 else "")
+            )
         self.batch_size = batch_size
         self.seed, self.stream_id, self.augment = seed, stream_id, augment
         self.drop_last, self.channels_last = drop_last, channels_last
@@ -572,10 +607,15 @@ class BatchStream:
         flips = torch.rand(n, generator=g) < 0.5 if spec.horizontal_flip else None
         centers = None
         if spec.cutout:
-            centers = torch.stack([torch.randint(0, h, (n,), generator=g),
-                                   torch.randint(0, w, (n,), generator=g)], dim=1)
-        return _EpochPlan(*(None if t is None else t.to(self.device, non_blocking=True)
-                            for t in (order, offsets, flips, centers)))
+            centers = torch.stack(
+                [torch.randint(0, h, (n,), generator=g), torch.randint(0, w, (n,), generator=g)], dim=1
+            )
+        return _EpochPlan(
+            *(
+                None if t is None else t.to(self.device, non_blocking=True)
+                for t in (order, offsets, flips, centers)
+            )
+        )
 
     def _batch(self, plan: _EpochPlan) -> tuple[Tensor, Tensor]:
         idx = plan.order
@@ -583,10 +623,7 @@ class BatchStream:
             x = self.images[idx]
         else:
             x = self._crop_flip(idx, plan.offsets, plan.flips)
-        if self.augment.normalize:
-            x = torch.addcmul(-self._shift, x.float(), self._scale)
-        else:
-            x = x.float().div_(255.0)
+        x = torch.addcmul(-self._shift, x.float(), self._scale) if self.augment.normalize else x.float().div_(255.0)
         if plan.centers is not None:
             x = x.masked_fill_(self._cutout_mask(plan.centers, x.shape[-2], x.shape[-1]), 0.0)
         if self.channels_last:
@@ -655,8 +692,11 @@ def make_imagefolder_loader(
     folder = _split_dir(Path(root), train)
     class_folder_check(folder)
     if train:
-        head = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(),
-                v2.ColorJitter(0.4, 0.4, 0.4, 0.2)]
+        head = [
+            v2.RandomResizedCrop(image_size, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(0.4, 0.4, 0.4, 0.2),
+        ]
     else:
         head = [v2.Resize(round(image_size * 256 / 224), antialias=True), v2.CenterCrop(image_size)]
     tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
@@ -664,8 +704,32 @@ def make_imagefolder_loader(
     sampler = None
     if distributed:
         sampler = torch.utils.data.DistributedSampler(
-            dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed, drop_last=train)
+            dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed, drop_last=train
+        )
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-        num_workers=num_workers, pin_memory=pin_memory, drop_last=train,
-        persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
+        dataset,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=train,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def check_data_source(name: str, data_dir: str | os.PathLike[str] | None, *, download: bool = False) -> None:
+    """Cheap pre-flight: the data a search will read exists (no decoding). Launches call it before Ray
+    starts, so a wrong --data-dir costs one line instead of five failed trials."""
+    key = name.lower()
+    if key not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    if key == "imagefolder":
+        if data_dir is None:
+            raise DataError("dataset 'imagefolder' needs a data dir (--data-dir)")
+        class_folder_check(_split_dir(Path(data_dir), train=True))
+    elif key in CIFAR_STATS and not download:
+        root = Path(data_dir) if data_dir is not None else cache_dir() / "data"
+        if not root.is_dir():
+            raise DataError(f"data dir {root} does not exist; pass --download or point --data-dir at {name}")

@@ -14,7 +14,9 @@ from ostr_ray.criteria import Selection
 from searchspaces import Genotype, SearchSpace
 
 
-def edge_decisiveness(space: SearchSpace, genotype: Genotype, selection: Selection) -> dict[str, list[float | None]]:
+def edge_decisiveness(
+    space: SearchSpace, genotype: Genotype, selection: Selection
+) -> dict[str, list[float | None]]:
     """Per cell type and edge row: (chosen - runner-up) / combined standard error, for the kept edges.
 
     ``None`` where the edge is not kept or the criterion has no standard errors (magnitude). Large means

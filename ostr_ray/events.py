@@ -53,9 +53,14 @@ class EpochReport:
     def scalars(self) -> dict[str, float]:
         """The flat numbers worth a metric series each (the matrices are logged as artifacts instead)."""
         out = {
-            "train_loss": self.train_loss, "train_acc": self.train_acc, "val_loss": self.val_loss,
-            "val_acc": self.val_acc, "w_lr": self.w_lr, "a_lr": self.a_lr,
-            "epoch_seconds": self.epoch_seconds, "images_per_s": self.images_per_s,
+            "train_loss": self.train_loss,
+            "train_acc": self.train_acc,
+            "val_loss": self.val_loss,
+            "val_acc": self.val_acc,
+            "w_lr": self.w_lr,
+            "a_lr": self.a_lr,
+            "epoch_seconds": self.epoch_seconds,
+            "images_per_s": self.images_per_s,
         }
         for crit, flag in self.changed.items():
             out[f"{crit}_changed"] = float(flag)
@@ -103,8 +108,11 @@ class SearchResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "seed": self.seed, "space": self.space, "epochs_done": self.epochs_done,
-            "final_genotypes": self.final_genotypes, "stop_reason": self.stop_reason,
+            "seed": self.seed,
+            "space": self.space,
+            "epochs_done": self.epochs_done,
+            "final_genotypes": self.final_genotypes,
+            "stop_reason": self.stop_reason,
             "history": [r.to_json() for r in self.history],
         }
 

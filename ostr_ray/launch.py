@@ -104,8 +104,10 @@ def resolve_variants(spaces: str | None, preset: str, overrides: dict[str, Any])
     for name in names:
         preset_name = DEFAULT_PRESET_FOR_SPACE.get(name, name)
         if preset_name not in list_presets() and not preset_name.endswith((".yaml", ".yml")):
-            raise LaunchError(f"unknown space or preset {name!r}; choose from "
-                              f"{', '.join([*DEFAULT_PRESET_FOR_SPACE, *list_presets()])}")
+            raise LaunchError(
+                f"unknown space or preset {name!r}; choose from "
+                f"{', '.join([*DEFAULT_PRESET_FOR_SPACE, *list_presets()])}"
+            )
         variants[Path(preset_name).stem] = build_config(preset_name, overrides).to_dict()
     return variants
 
@@ -115,7 +117,7 @@ def check_data_sources(variants: dict[str, dict[str, Any]]) -> None:
     from ostr_ray.data import check_data_source
 
     for config in variants.values():
-        check_data_source(config_from_dict(config))
+        check_data_source(config["dataset"], config.get("data_dir"), download=bool(config.get("download")))
 
 
 def join_storage(storage: str, name: str) -> str:
@@ -128,9 +130,9 @@ def search_trial(params: dict[str, Any]) -> None:
     import torch
 
     from ostr_ray.data import DataError
-    from ostr_ray.search import CHECKPOINT_NAME, SearchError, Searcher
+    from ostr_ray.search import CHECKPOINT_NAME, Searcher, SearchError
 
-    config = config_from_dict(params["search"])
+    config = config_from_dict(params["trial"]["search"])
     torch.set_num_threads(config.threads or 1)
     trial_dir = Path(tune.get_context().get_trial_dir())
     work = trial_dir / "search"
@@ -161,8 +163,11 @@ class _TuneReporter:
         self.last_epoch = 0
 
     def on_epoch_end(self, report: EpochReport, checkpoint_path: str | None) -> None:
-        metrics: dict[str, Any] = {**report.scalars(), "epoch": report.epoch,
-                                   "ostr_report": json.dumps(report.to_json())}
+        metrics: dict[str, Any] = {
+            **report.scalars(),
+            "epoch": report.epoch,
+            "ostr_report": json.dumps(report.to_json()),
+        }
         if self.backfill:
             metrics["ostr_backfill"] = json.dumps(self.backfill)  # epochs a retried trial already reported
             self.backfill = None
@@ -199,7 +204,7 @@ class CoordinatorCallback(tune.Callback):
             for listener in self.listeners:
                 listener.on_trial_report(key, report)
         if "ostr_failed" in result:
-            new_stats += self.coordinator.mark_finished(key, "failed", result["ostr_failed"]) or []
+            new_stats += self.coordinator.mark_finished(key, "failed", result["ostr_failed"])
         for listener in self.listeners:
             for stats in new_stats:
                 listener.on_epoch_stats(stats)
@@ -207,8 +212,8 @@ class CoordinatorCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key = _trial_key(trial)
-        if self.coordinator.status(key) != "failed":
-            new_stats = self.coordinator.mark_finished(key, "finished") or []
+        if self.coordinator.trial_status(key)[0] != "failed":
+            new_stats = self.coordinator.mark_finished(key, "finished")
             for listener in self.listeners:
                 for stats in new_stats:
                     listener.on_epoch_stats(stats)
@@ -288,8 +293,33 @@ def init_ray(address: str | None, spec: LaunchSpec) -> None:
     """Start or join Ray, then check the cluster can host one trial; a clear error otherwise."""
     import ray
 
+    owned = not (ray.is_initialized() and address is None)  # else reuse the caller's Ray (tests, notebooks)
+    if owned:
+        _connect(address)
+    resources = ray.cluster_resources()
+    problem = None
+    if spec.gpus_per_trial > 0 and resources.get("GPU", 0) == 0:
+        problem = f"--gpus-per-trial {spec.gpus_per_trial} but the Ray cluster has no GPU"
+    elif spec.cpus_per_trial > resources.get("CPU", 0):
+        problem = (
+            f"--cpus-per-trial {spec.cpus_per_trial} exceeds the cluster's {resources.get('CPU', 0):g} CPUs"
+        )
+    if problem:
+        if owned:
+            ray.shutdown()
+        raise LaunchError(problem)
+
+
+def _connect(address: str | None) -> None:
+    import ray
+
     if ray.is_initialized():
         ray.shutdown()
+    # Tune's own console reporter would interleave with the live table: the legacy reporter at verbose=0
+    # is silent, so the rich view is the only output.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if address and address != "auto":
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
@@ -297,14 +327,18 @@ def init_ray(address: str | None, spec: LaunchSpec) -> None:
             ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise LaunchError(f"cannot reach Ray at --address {address!r}: {str(exc).splitlines()[0]}") from None
-    resources = ray.cluster_resources()
-    if spec.gpus_per_trial > 0 and resources.get("GPU", 0) == 0:
-        ray.shutdown()
-        raise LaunchError(f"--gpus-per-trial {spec.gpus_per_trial} but the Ray cluster has no GPU")
-    if spec.cpus_per_trial > resources.get("CPU", 0):
-        ray.shutdown()
-        raise LaunchError(f"--cpus-per-trial {spec.cpus_per_trial} exceeds the cluster's "
-                          f"{resources.get('CPU', 0):g} CPUs")
+
+
+def _check_reachable(address: str) -> None:
+    """ray.init keeps retrying an unreachable GCS for minutes; a plain TCP connect answers in seconds."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except (OSError, ValueError) as exc:
+        raise LaunchError(f"cannot reach Ray at --address {address!r}: {exc}") from None
 
 
 def _trainable(spec: LaunchSpec):
@@ -316,12 +350,17 @@ def _trial_dirname(trial: Any) -> str:
     return f"{params['variant']}-seed{params['seed']}"
 
 
-def run_launch(spec: LaunchSpec, *, view: Any = None, listeners: list[Any] | None = None,
-               address: str | None = None) -> dict[str, Any]:
+def run_launch(
+    spec: LaunchSpec, *, view: Any = None, listeners: list[Any] | None = None, address: str | None = None
+) -> dict[str, Any]:
     """Fit a new Tuner for ``spec``; returns the final report (also written to ``report.json``)."""
     init_ray(address, spec)
-    coordinator = Coordinator(criterion=spec.criterion, patience=spec.patience, agreement=spec.agreement,
-                              experiment_stop=spec.experiment_stop)
+    coordinator = Coordinator(
+        criterion=spec.criterion,
+        patience=spec.patience,
+        agreement=spec.agreement,
+        experiment_stop=spec.experiment_stop,
+    )
     for trial in spec.trial_configs():
         coordinator.register(TrialKey(trial["variant"], trial["seed"]))
     callback = CoordinatorCallback(coordinator, spec.experiment_path)
@@ -330,20 +369,25 @@ def run_launch(spec: LaunchSpec, *, view: Any = None, listeners: list[Any] | Non
     tuner = tune.Tuner(
         _trainable(spec),
         param_space={"trial": tune.grid_search(spec.trial_configs())},
-        tune_config=tune.TuneConfig(reuse_actors=False, trial_dirname_creator=_trial_dirname,
-                                    trial_name_creator=_trial_dirname),
+        tune_config=tune.TuneConfig(
+            reuse_actors=False, trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname
+        ),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=spec.storage, callbacks=[callback],
+            name=spec.name,
+            storage_path=spec.storage,
+            callbacks=[callback],
             stop=ConsensusStopper(coordinator),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=0,
         ),
     )
     return _fit_and_report(tuner, callback, spec)
 
 
-def resume_launch(path: str, *, view: Any = None, listeners: list[Any] | None = None,
-                  address: str | None = None) -> dict[str, Any]:
+def resume_launch(
+    path: str, *, view: Any = None, listeners: list[Any] | None = None, address: str | None = None
+) -> dict[str, Any]:
     """Continue an interrupted launch: unfinished trials resume from their last checkpoints and the
     coordinator's history comes back through Tune's callback state."""
     experiment_path = _experiment_path(path)
@@ -351,8 +395,9 @@ def resume_launch(path: str, *, view: Any = None, listeners: list[Any] | None = 
     init_ray(address, spec)
     if not tune.Tuner.can_restore(experiment_path):
         raise LaunchError(f"{experiment_path} holds no restorable Tune experiment")
-    tuner = tune.Tuner.restore(experiment_path, trainable=_trainable(spec), resume_unfinished=True,
-                               resume_errored=True)
+    tuner = tune.Tuner.restore(
+        experiment_path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True
+    )
     callback = _find_callback(tuner)
     callback.view, callback.listeners = view, list(listeners or [])
     return _fit_and_report(tuner, callback, spec)
@@ -380,8 +425,34 @@ def _fit_and_report(tuner: Any, callback: CoordinatorCallback, spec: LaunchSpec)
         "wall_seconds_this_run": time.time() - started,
         **coordinator.summary(),
     }
+    report["ground_truth"] = _ground_truth(spec, report)
     write_text(spec.experiment_path, REPORT_FILE, json.dumps(report, indent=1))
     return report
+
+
+def _ground_truth(spec: LaunchSpec, report: dict[str, Any]) -> dict[str, Any]:
+    """NB201 table accuracy of every seed's final cell per criterion and of the consensus, per variant."""
+    from ostr_ray.nb201_bench import load_nb201_table
+
+    truth: dict[str, Any] = {}
+    for variant, config in spec.variants.items():
+        if not config.get("nb201_table") or variant not in report["variants"]:
+            continue
+        table = load_nb201_table(config["nb201_table"])
+        data = report["variants"][variant]
+        seeds = {
+            seed: {crit: table.lookup(g) for crit, g in s["genotypes"].items()}
+            for seed, s in data["seeds"].items()
+        }
+        consensus = data.get("consensus_genotype")
+        truth[variant] = {
+            "seeds": seeds,
+            "consensus": table.lookup(consensus) if consensus else None,
+            "criterion_consensus": {
+                c: table.lookup(g) for c, g in data.get("criterion_consensus", {}).items() if g
+            },
+        }
+    return truth
 
 
 def _trial_hours(results: Any) -> float:
@@ -413,10 +484,24 @@ def default_name(variants: dict[str, Any]) -> str:
     return f"launch-{'+'.join(variants)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def build_spec(*, preset: str, spaces: str | None, seeds: str, storage: str | None, name: str | None,
-               overrides: dict[str, Any], cpus_per_trial: float, gpus_per_trial: float, max_failures: int,
-               criterion: str | None, patience: int | None, agreement: float, seed_stop: bool,
-               experiment_stop: bool, tracking_uri: str | None = None) -> LaunchSpec:
+def build_spec(
+    *,
+    preset: str,
+    spaces: str | None,
+    seeds: str,
+    storage: str | None,
+    name: str | None,
+    overrides: dict[str, Any],
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+    max_failures: int,
+    criterion: str | None,
+    patience: int | None,
+    agreement: float,
+    seed_stop: bool,
+    experiment_stop: bool,
+    tracking_uri: str | None = None,
+) -> LaunchSpec:
     """Resolve and validate every launch input; raises LaunchError/ConfigError before Ray starts."""
     seed_list = parse_seeds(seeds)
     if criterion is not None:
@@ -427,21 +512,39 @@ def build_spec(*, preset: str, spaces: str | None, seeds: str, storage: str | No
     if not 0 < agreement <= 1:
         raise LaunchError(f"--agreement {agreement!r} must be in (0, 1]")
     if gpus_per_trial < 0 or cpus_per_trial <= 0:
-        raise LaunchError(f"resources per trial must be positive (cpus {cpus_per_trial!r}, gpus {gpus_per_trial!r})")
+        raise LaunchError(
+            f"resources per trial must be positive (cpus {cpus_per_trial!r}, gpus {gpus_per_trial!r})"
+        )
     if max_failures < 0:
         raise LaunchError(f"--max-failures {max_failures!r} must be >= 0")
     check_data_sources(variants)
     first = config_from_dict(next(iter(variants.values())))
     return LaunchSpec(
-        variants=variants, seeds=seed_list, name=name or default_name(variants),
+        variants=variants,
+        seeds=seed_list,
+        name=name or default_name(variants),
         storage=storage or str(Path("ostr_runs").resolve()),
-        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_failures=max_failures,
-        criterion=first.criterion, patience=first.patience, agreement=agreement, seed_stop=seed_stop,
-        experiment_stop=experiment_stop, tracking_uri=tracking_uri,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        max_failures=max_failures,
+        criterion=first.criterion,
+        patience=first.patience,
+        agreement=agreement,
+        seed_stop=seed_stop,
+        experiment_stop=experiment_stop,
+        tracking_uri=tracking_uri,
     )
 
 
 __all__ = [
-    "ConfigError", "LaunchError", "LaunchSpec", "SearchConfig", "build_spec", "load_report", "load_snapshot",
-    "parse_seeds", "resume_launch", "run_launch",
+    "ConfigError",
+    "LaunchError",
+    "LaunchSpec",
+    "SearchConfig",
+    "build_spec",
+    "load_report",
+    "load_snapshot",
+    "parse_seeds",
+    "resume_launch",
+    "run_launch",
 ]

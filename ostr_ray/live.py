@@ -57,20 +57,35 @@ class LaunchView:
 
     def render(self) -> Group:
         table = Table(title="ostr-ray launch", expand=False)
-        for column in ("variant", "seed", "epoch", "val acc", f"{self.criterion} genotype", "stable",
-                       "img/s", "ETA"):
+        for column in (
+            "variant",
+            "seed",
+            "epoch",
+            "val acc",
+            f"{self.criterion} genotype",
+            "stable",
+            "img/s",
+            "ETA",
+        ):
             table.add_column(column, justify="right" if column in ("seed", "epoch", "stable") else "left")
         for key in sorted(self.reports):
             report = self.reports[key]
             table.add_row(
-                key.variant, str(key.seed), f"{report.epoch}/{report.epochs}", f"{100 * report.val_acc:.1f}%",
+                key.variant,
+                str(key.seed),
+                f"{report.epoch}/{report.epochs}",
+                f"{100 * report.val_acc:.1f}%",
                 short_genotype(report.genotypes.get(self.criterion, "(warm-up)"), 64),
-                str(report.stable_for.get(self.criterion, 0)), f"{report.images_per_s:,.0f}", _eta(report),
+                str(report.stable_for.get(self.criterion, 0)),
+                f"{report.images_per_s:,.0f}",
+                _eta(report),
             )
         lines = [Text.from_markup(self._consensus_text(s)) for _, s in sorted(self.consensus.items())]
         return Group(table, *lines)
 
     def _consensus_text(self, stats: Any) -> str:
-        return (f"[bold]{stats.variant}[/] epoch {stats.epoch}: consensus "
-                f"{short_genotype(stats.consensus, 70)}  agreement {stats.agreement:.2f}  "
-                f"stable {stats.consensus_stable_for}")
+        return (
+            f"[bold]{stats.variant}[/] epoch {stats.epoch}: consensus "
+            f"{short_genotype(stats.consensus_genotype or '(warm-up)', 70)}  agreement {stats.agreement:.2f}  "
+            f"stable {stats.consensus_stable_for}"
+        )

@@ -59,18 +59,36 @@ def resolve_device(config: SearchConfig) -> torch.device:
 
 def build_data(config: SearchConfig, device: torch.device) -> SearchData:
     """Load, optionally subset, halve by a seeded split, and wrap both halves in deterministic streams."""
-    images = load_images(config.dataset, data_dir=config.data_dir, train=True, download=config.download,
-                         image_size=config.image_size)
+    images = load_images(
+        config.dataset,
+        data_dir=config.data_dir,
+        train=True,
+        download=config.download,
+        image_size=config.image_size,
+    )
     if config.subset_fraction is not None and config.subset_fraction < 1:
         images = subset(images, max(2, round(config.subset_fraction * len(images.labels))), seed=config.seed)
-    train, val = search_split(images, seed=config.seed, fraction=config.train_fraction,
-                              train_size=config.train_size, val_size=config.val_size)
-    augment = AugmentSpec(random_crop_padding=config.crop_padding, horizontal_flip=config.horizontal_flip,
-                          cutout=config.cutout)
+    train, val = search_split(
+        images,
+        seed=config.seed,
+        fraction=config.train_fraction,
+        train_size=config.train_size,
+        val_size=config.val_size,
+    )
+    augment = AugmentSpec(
+        random_crop_padding=config.crop_padding, horizontal_flip=config.horizontal_flip, cutout=config.cutout
+    )
     channels_last = _channels_last(config, device)
     streams = [
-        BatchStream(half, config.batch_size, seed=config.seed, augment=augment, device=device,
-                    channels_last=channels_last, stream_id=stream_id)
+        BatchStream(
+            half,
+            config.batch_size,
+            seed=config.seed,
+            augment=augment,
+            device=device,
+            channels_last=channels_last,
+            stream_id=stream_id,
+        )
         for stream_id, half in enumerate((train, val))
     ]
     return SearchData(streams[0], streams[1], images.num_classes, int(images.images.shape[1]))
@@ -114,15 +132,19 @@ class Searcher:
         self.autocast_dtype = _autocast_dtype(config, self.device)
         self.weight_params = self.model.weight_parameters()
         self.arch_params = self.model.arch_parameters()
-        self.w_opt = torch.optim.SGD(self.weight_params, lr=config.w_lr, momentum=config.w_momentum,
-                                     weight_decay=config.w_weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=config.epochs,
-                                                                    eta_min=config.w_lr_min)
-        self.a_opt = torch.optim.Adam(self.arch_params, lr=config.a_lr, betas=tuple(config.a_betas),
-                                      weight_decay=config.a_weight_decay)
+        self.w_opt = torch.optim.SGD(
+            self.weight_params, lr=config.w_lr, momentum=config.w_momentum, weight_decay=config.w_weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.w_opt, T_max=config.epochs, eta_min=config.w_lr_min
+        )
+        self.a_opt = torch.optim.Adam(
+            self.arch_params, lr=config.a_lr, betas=tuple(config.a_betas), weight_decay=config.a_weight_decay
+        )
         self.accumulator = StrengthAccumulator()
         self.trackers = {
-            name: StabilityTracker(config.patience, config.min_epochs, config.tie_se) for name in list_criteria()
+            name: StabilityTracker(config.patience, config.min_epochs, config.tie_se)
+            for name in list_criteria()
         }
         self.table = _load_table(config)
         self.epoch = 0
@@ -137,9 +159,12 @@ class Searcher:
         if self.stop_reason is None:
             self.stop_reason = f"completed {self.epoch} epochs"
         result = SearchResult(
-            seed=self.config.seed, space=self.config.space, epochs_done=self.epoch,
+            seed=self.config.seed,
+            space=self.config.space,
+            epochs_done=self.epoch,
             final_genotypes=dict(self.history[-1].genotypes) if self.history else {},
-            stop_reason=self.stop_reason, history=self.history,
+            stop_reason=self.stop_reason,
+            history=self.history,
         )
         call(self.callbacks, "on_search_end", result)
         return result
@@ -153,14 +178,17 @@ class Searcher:
         finite: list[torch.Tensor] = []
         lrs = (self.w_opt.param_groups[0]["lr"], self.a_opt.param_groups[0]["lr"])
         started = time.perf_counter()
-        for (x_train, y_train), (x_val, y_val) in zip(self.data.train.epoch(epoch), self.data.val.epoch(epoch)):
+        for (x_train, y_train), (x_val, y_val) in zip(
+            self.data.train.epoch(epoch), self.data.val.epoch(epoch)
+        ):
             if arch_active:
                 val_logits, val_loss = self._arch_step(x_train, y_train, x_val, y_val)
             else:
                 val_logits, val_loss = self._evaluate(x_val, y_val)
             train_logits, train_loss, grad_norm = self._weight_step(x_train, y_train)
-            totals += torch.stack(_batch_totals(train_logits, y_train, train_loss)
-                                  + _batch_totals(val_logits, y_val, val_loss))
+            totals += torch.stack(
+                _batch_totals(train_logits, y_train, train_loss) + _batch_totals(val_logits, y_val, val_loss)
+            )
             finite.append(torch.isfinite(train_loss + val_loss + grad_norm))
         seconds = time.perf_counter() - started
         self.scheduler.step()
@@ -175,8 +203,13 @@ class Searcher:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor, op_weights: dict[str, torch.Tensor],
-              params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        op_weights: dict[str, torch.Tensor],
+        params: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         with self._autocast():
             if params is None:
                 logits = self.model(x, op_weights)
@@ -189,8 +222,9 @@ class Searcher:
         with torch.no_grad():
             return self.model.op_weights()
 
-    def _arch_step(self, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
-                   y_val: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _arch_step(
+        self, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One architecture update; records this minibatch's strength readings on the way."""
         order = self.config.order
         if order == "first":
@@ -210,10 +244,12 @@ class Searcher:
 
     def _arch_inputs(self) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
         betas = self.model.op_weights()
-        extra = self.arch_params[len(betas):]  # PC-DARTS edge alphas
+        extra = self.arch_params[len(betas) :]  # PC-DARTS edge alphas
         return betas, extra
 
-    def _first_order_grads(self, x: torch.Tensor, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None):
+    def _first_order_grads(
+        self, x: torch.Tensor, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None
+    ):
         betas, extra = self._arch_inputs()
         alphas = list(self.model.alphas.values())
         logits, loss = self._loss(x, y, betas, params)
@@ -221,8 +257,8 @@ class Searcher:
         cells = list(betas)
         n = len(cells)
         alpha_grads = dict(zip(cells, grads[:n]))
-        beta_grads = dict(zip(cells, grads[n:2 * n]))
-        return logits, loss, (alpha_grads, betas, beta_grads, list(grads[2 * n:]))
+        beta_grads = dict(zip(cells, grads[n : 2 * n]))
+        return logits, loss, (alpha_grads, betas, beta_grads, list(grads[2 * n :]))
 
     def _second_order_grads(self, x_train, y_train, x_val, y_val):
         """DARTS' unrolled gradient: alpha grad at w' = w - lr * (SGD step), minus lr * a finite-difference
@@ -246,14 +282,14 @@ class Searcher:
         logits, loss = self._loss(x_val, y_val, betas, unrolled_params)
         grads = torch.autograd.grad(loss, [*alphas, *betas.values(), *extra, *unrolled])
         n_arch, n = len(alphas) + len(extra), len(alphas)
-        arch_grads = [*grads[:n], *grads[2 * n:2 * n + len(extra)]]
-        dw_unrolled = grads[2 * n + len(extra):]
+        arch_grads = [*grads[:n], *grads[2 * n : 2 * n + len(extra)]]
+        dw_unrolled = grads[2 * n + len(extra) :]
         implicit = self._hessian_vector(x_train, y_train, names, params, dw_unrolled)
         arch_grads = [g - lr * h for g, h in zip(arch_grads, implicit)]
         cells = list(betas)
         assert len(arch_grads) == n_arch
         alpha_grads = dict(zip(cells, arch_grads[:n]))
-        beta_grads = dict(zip(cells, grads[n:2 * n]))
+        beta_grads = dict(zip(cells, grads[n : 2 * n]))
         return logits, loss, (alpha_grads, betas, beta_grads, arch_grads[n:])
 
     def _hessian_vector(self, x, y, names, params, vector) -> list[torch.Tensor]:
@@ -267,7 +303,9 @@ class Searcher:
             grads.append(torch.autograd.grad(loss, self.arch_params))
         return [(gp - gm) / (2 * eps) for gp, gm in zip(*grads)]
 
-    def _weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _weight_step(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self.w_opt.zero_grad(set_to_none=True)
         logits, loss = self._loss(x, y, self._fixed_op_weights())
         loss.backward(inputs=self.weight_params)
@@ -296,12 +334,14 @@ class Searcher:
             return ArchState(
                 alphas={c: a.detach().double().cpu() for c, a in self.model.alphas.items()},
                 betas={c: b.double().cpu() for c, b in self.model.op_weights().items()},
-                mean=summary.mean, stderr=summary.stderr,
+                mean=summary.mean,
+                stderr=summary.stderr,
                 edge_weights={c: w.detach().double().cpu() for c, w in self.model.edge_weights().items()},
             )
 
-    def _finish_epoch(self, arch_active: bool, totals: list[float], lrs: tuple[float, float],
-                      seconds: float) -> EpochReport:
+    def _finish_epoch(
+        self, arch_active: bool, totals: list[float], lrs: tuple[float, float], seconds: float
+    ) -> EpochReport:
         state = self.arch_state()
         genotypes, changed, stable_for, decisive, truth = {}, {}, {}, {}, {}
         if arch_active:
@@ -315,20 +355,35 @@ class Searcher:
                     truth[name] = self.table.lookup(genotype)
         self.epoch += 1
         if arch_active and self.trackers[self.config.criterion].should_stop(self.epoch):
-            self.stop_reason = (f"{self.config.criterion} genotype stable for "
-                                f"{self.config.patience} epochs (Algorithm 1)")
+            self.stop_reason = (
+                f"{self.config.criterion} genotype stable for {self.config.patience} epochs (Algorithm 1)"
+            )
         train_loss, train_correct, train_n, val_loss, val_correct, val_n = totals
         report = EpochReport(
-            epoch=self.epoch, epochs=self.config.epochs, seed=self.config.seed, space=self.config.space,
-            train_loss=train_loss / max(train_n, 1), train_acc=train_correct / max(train_n, 1),
-            val_loss=val_loss / max(val_n, 1), val_acc=val_correct / max(val_n, 1),
-            w_lr=lrs[0], a_lr=lrs[1], arch_active=arch_active,
-            alphas=_numpy(state.alphas), betas=_numpy(state.betas),
+            epoch=self.epoch,
+            epochs=self.config.epochs,
+            seed=self.config.seed,
+            space=self.config.space,
+            train_loss=train_loss / max(train_n, 1),
+            train_acc=train_correct / max(train_n, 1),
+            val_loss=val_loss / max(val_n, 1),
+            val_acc=val_correct / max(val_n, 1),
+            w_lr=lrs[0],
+            a_lr=lrs[1],
+            arch_active=arch_active,
+            alphas=_numpy(state.alphas),
+            betas=_numpy(state.betas),
             scores={s: _numpy(m) for s, m in state.mean.items()},
             stderr={s: _numpy(m) for s, m in state.stderr.items()},
-            edge_weights=_numpy(state.edge_weights), genotypes=genotypes, changed=changed, stable_for=stable_for, decisiveness=decisive,
-            epoch_seconds=seconds, images_per_s=(train_n + val_n) / seconds if seconds > 0 else math.nan,
-            ground_truth=truth, stop_reason=self.stop_reason,
+            edge_weights=_numpy(state.edge_weights),
+            genotypes=genotypes,
+            changed=changed,
+            stable_for=stable_for,
+            decisiveness=decisive,
+            epoch_seconds=seconds,
+            images_per_s=(train_n + val_n) / seconds if seconds > 0 else math.nan,
+            ground_truth=truth,
+            stop_reason=self.stop_reason,
         )
         self.history.append(report)
         if self.out_dir is not None:
@@ -412,7 +467,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def _batch_totals(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> list[torch.Tensor]:
     n = labels.shape[0]
     correct = (logits.argmax(dim=1) == labels).sum()
-    return [loss.double() * n, correct.double(), torch.tensor(float(n), dtype=torch.float64, device=loss.device)]
+    return [
+        loss.double() * n,
+        correct.double(),
+        torch.tensor(float(n), dtype=torch.float64, device=loss.device),
+    ]
 
 
 def _numpy(cells: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -111,7 +111,9 @@ class SearchSpace:
         try:
             return self.ops.index(op)
         except ValueError:
-            raise SearchSpaceError(f"unknown op {op!r} for space {self.name!r}; ops are {', '.join(self.ops)}")
+            raise SearchSpaceError(
+                f"unknown op {op!r} for space {self.name!r}; ops are {', '.join(self.ops)}"
+            ) from None
 
 
 _REGISTRY: dict[str, Callable[[], SearchSpace]] = {}

@@ -73,7 +73,6 @@ _SHORT_NAMES = {
 }
 _OP_BY_NAME = {**{short: op for op, short in _SHORT_NAMES.items()}, **{op: op for op in _SHORT_NAMES}}
 _CELL_LETTER = {"normal": "N", "reduce": "R"}
-_VALID_STATES = f"0..{NUM_NODES + 1}"
 
 Pair = tuple[str, int]
 
@@ -105,7 +104,7 @@ def _checked_cell(cell: str, pairs: Any, concat: Any) -> tuple[tuple[Pair, ...],
             raise SearchSpaceError(f"{cell} pair {k} must be (op, input), got {pair!r}")
         op, inp = pair
         node = k // 2
-        if op not in _SHORT_NAMES:
+        if not isinstance(op, str) or op not in _SHORT_NAMES:
             hint = (
                 "'none' is never kept in a genotype" if op == "none" else f"ops are {', '.join(_SHORT_NAMES)}"
             )
@@ -270,7 +269,7 @@ def _parse_short(text: str) -> DartsGenotype:
                 raise SearchSpaceError(f"node {node_text!r} of the {cell} cell must hold 2 'op~input' pairs")
             for token in tokens:
                 op_name, sep, inp = token.strip().partition("~")
-                if not sep or op_name not in _OP_BY_NAME or not inp.strip().isdigit():
+                if not sep or op_name not in _OP_BY_NAME or not re.fullmatch(r"[0-9]+", inp.strip()):
                     raise SearchSpaceError(f"bad pair {token!r} in the {cell} cell; expected e.g. 'sep3~0'")
                 pairs.append((_OP_BY_NAME[op_name], int(inp)))
         concat_text = m.group(2)
@@ -306,6 +305,8 @@ def _parse_repr(text: str) -> DartsGenotype:
             if kw.arg not in fields or kw.arg in values:
                 raise SearchSpaceError(f"unexpected or repeated field {kw.arg!r} in genotype text {text!r}")
             values[kw.arg] = _literal(kw.value)
+    except SearchSpaceError:
+        raise
     except (SyntaxError, ValueError, TypeError) as err:
         raise SearchSpaceError(f"cannot parse DARTS genotype repr {text!r}: {err}") from None
     missing = [f for f in fields if f not in values]
@@ -349,12 +350,17 @@ def _score_rows(table: Scores, cell: str, shape: tuple[int, ...], what: str) -> 
     return tensor.tolist()
 
 
+_KEPT_OPS = tuple(o for o in range(len(PRIMITIVES)) if o != NONE_INDEX)
+
+
 def decode(scores: Scores, edge_weights: Scores | None = None) -> DartsGenotype:
     """The DARTS discretisation: per node keep the 2 incoming edges whose best non-'none' score is highest,
     each with that best op. ``edge_weights`` ((14,) per cell, PC-DARTS) multiply into the scores row-wise
     first. Computed in float64 on python floats so results are deterministic; ties go to the lowest edge,
     then the lowest op index."""
     for what, table in (("scores", scores), ("edge_weights", edge_weights)):
+        if table is not None and not isinstance(table, Mapping):
+            raise SearchSpaceError(f"{what} must map cell type -> tensor, got {type(table).__name__}")
         if table is not None:
             extra = sorted(set(table) - set(CELL_TYPES))
             if extra:
@@ -369,8 +375,7 @@ def decode(scores: Scores, edge_weights: Scores | None = None) -> DartsGenotype:
         for node in range(NUM_NODES):
             best_op: dict[int, int] = {}
             for r in node_rows(node):
-                candidates = [o for o in range(len(PRIMITIVES)) if o != NONE_INDEX]
-                best_op[r] = max(candidates, key=lambda o, row=rows[r]: (row[o], -o))
+                best_op[r] = max(_KEPT_OPS, key=lambda o, row=rows[r]: (row[o], -o))
             ranked = sorted(node_rows(node), key=lambda r: (-rows[r][best_op[r]], r))[:2]
             pairs += [(PRIMITIVES[best_op[r]], EDGES[r][1]) for r in sorted(ranked)]
         fields[cell], fields[f"{cell}_concat"] = pairs, DEFAULT_CONCAT
@@ -469,6 +474,7 @@ class CellSupernet(Supernet):
             raise SearchSpaceError(f"multiplier must be in 1..steps={steps}, got {multiplier!r}")
         self.steps, self.num_edges = steps, len(cell_edges(steps))
         C_stem = stem_multiplier * C
+        # The stem BN keeps its affine parameters, as in DARTS' search network; only cell BNs drop them.
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem)
         )

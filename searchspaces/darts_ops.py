@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from searchspaces.base import SearchSpaceError
+
 PRIMITIVES: tuple[str, ...] = (
     "none",
     "max_pool_3x3",
@@ -56,7 +58,7 @@ def node_rows(node: int) -> range:
 def edge_row(node: int, input_state: int) -> int:
     """Alpha row of the edge ``input_state -> node``; inverse of ``EDGES[row]``."""
     if not 0 <= input_state <= node + 1:
-        raise ValueError(f"node {node} has inputs 0..{node + 1}, not {input_state}")
+        raise SearchSpaceError(f"node {node} has inputs 0..{node + 1}, not {input_state}")
     return node_rows(node).start + input_state
 
 

@@ -16,7 +16,7 @@ through the benchmark table (:class:`ostr_ray.nb201_bench.NB201Table`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -286,7 +286,9 @@ def _check_sizes(C: int, N: int, num_classes: int, in_channels: int) -> None:
 class _Backbone(nn.Module):
     """Stem, the cell/reduction sequence and the head shared by the supernet and the eval network."""
 
-    def __init__(self, C: int, N: int, num_classes: int, in_channels: int, make_cell: Any) -> None:
+    def __init__(
+        self, C: int, N: int, num_classes: int, in_channels: int, make_cell: Callable[[int], nn.Module]
+    ) -> None:
         super().__init__()
         _check_sizes(C, N, num_classes, in_channels)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))

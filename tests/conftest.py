@@ -25,8 +25,17 @@ def _one_thread():
 def tiny_overrides(**extra):
     """A seconds-long NB201 search on synthetic 8x8 data."""
     values = dict(
-        space="nb201", space_kwargs={"C": 4, "N": 1}, dataset="synthetic", image_size=8,
-        train_size=64, val_size=64, batch_size=16, epochs=3, a_lr=3e-2, crop_padding=1, threads=1,
+        space="nb201",
+        space_kwargs={"C": 4, "N": 1},
+        dataset="synthetic",
+        image_size=8,
+        train_size=64,
+        val_size=64,
+        batch_size=16,
+        epochs=3,
+        a_lr=3e-2,
+        crop_padding=1,
+        threads=1,
     )
     values.update(extra)
     return values

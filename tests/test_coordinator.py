@@ -20,6 +20,7 @@ DARTS = get_space("darts")
 OPS = NB201.ops  # none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3
 SKIP, CONV1, CONV3 = OPS.index("skip_connect"), OPS.index("nor_conv_1x1"), OPS.index("nor_conv_3x3")
 V = "nb201-cifar10"
+SCORE_NAMES = ("ostr", "ostr_star", "naive")
 
 
 def cell(*ops: int) -> str:
@@ -39,23 +40,44 @@ def strength_for(text: str, rows: dict[int, list[float]] | None = None) -> np.nd
 
 
 def report(
-    epoch: int, seed: int, text: str, *, scores: np.ndarray | None = None, rows: dict | None = None,
-    stable_for: int = 0, stop_reason: str | None = None, extra: dict[str, str] | None = None,
-    space: str = "nb201", matrices: dict[str, np.ndarray] | None = None,
+    epoch: int,
+    seed: int,
+    text: str,
+    *,
+    scores: np.ndarray | None = None,
+    rows: dict | None = None,
+    stable_for: int = 0,
+    stop_reason: str | None = None,
+    extra: dict[str, str] | None = None,
+    space: str = "nb201",
+    matrices: dict[str, np.ndarray] | None = None,
 ) -> EpochReport:
     """An EpochReport whose ostr/ostr_star/naive scores all equal ``scores`` (or :func:`strength_for`)."""
     if matrices is None:
         matrices = {"normal": strength_for(text, rows) if scores is None else np.asarray(scores, float)}
     genotypes = {"ostr": text, **(extra or {})}
     return EpochReport(
-        epoch=epoch, epochs=10, seed=seed, space=space, train_loss=1.0, train_acc=0.5, val_loss=1.0,
-        val_acc=0.5, w_lr=0.025, a_lr=3e-4, arch_active=bool(text),
+        epoch=epoch,
+        epochs=10,
+        seed=seed,
+        space=space,
+        train_loss=1.0,
+        train_acc=0.5,
+        val_loss=1.0,
+        val_acc=0.5,
+        w_lr=0.025,
+        a_lr=3e-4,
+        arch_active=bool(text),
         alphas={c: np.zeros_like(m) for c, m in matrices.items()},
         betas={c: np.full_like(m, 1.0 / m.shape[1]) for c, m in matrices.items()},
-        scores={name: dict(matrices) for name in ("ostr", "ostr_star", "naive")},
-        stderr={name: {c: np.zeros_like(m) for c, m in matrices.items()} for name in ("ostr", "ostr_star", "naive")},
-        genotypes=genotypes if text else {}, changed={c: False for c in genotypes},
-        stable_for={c: stable_for for c in genotypes}, decisiveness={}, epoch_seconds=1.0, images_per_s=10.0,
+        scores={name: dict(matrices) for name in SCORE_NAMES},
+        stderr={name: {c: np.zeros_like(m) for c, m in matrices.items()} for name in SCORE_NAMES},
+        genotypes=genotypes if text else {},
+        changed={c: False for c in genotypes},
+        stable_for={c: stable_for for c in genotypes},
+        decisiveness={},
+        epoch_seconds=1.0,
+        images_per_s=10.0,
         stop_reason=stop_reason,
     )
 
@@ -92,7 +114,11 @@ def test_modal_tie_goes_to_the_lexicographically_smallest_string():
 
 
 def test_vote_shares_are_exact_fractions_of_seeds():
-    genotypes = [cell(CONV3), cell(SKIP, CONV3, CONV3, CONV3, CONV3, CONV3), cell(CONV1, CONV3, CONV3, CONV3, CONV3, CONV1)]
+    genotypes = [
+        cell(CONV3),
+        cell(SKIP, CONV3, CONV3, CONV3, CONV3, CONV3),
+        cell(CONV1, CONV3, CONV3, CONV3, CONV3, CONV1),
+    ]
     stats = one_epoch(Coordinator(), {s: report(1, s, g) for s, g in enumerate(genotypes)})
     votes = stats.vote_share["normal"]
     np.testing.assert_allclose(votes[0], [0, 1 / 3, 1 / 3, 1 / 3, 0])
@@ -124,7 +150,8 @@ def test_kendall_tau_identical_reversed_and_hand_computed():
     swapped = np.tile([1.0, 3.0, 2.0, 4.0, 5.0], (6, 1))  # one discordant pair of 10: tau = (9 - 1) / 10
 
     def tau(*matrices: np.ndarray) -> float | None:
-        return one_epoch(Coordinator(), {s: report(1, s, a, scores=m) for s, m in enumerate(matrices)}).mean_kendall_tau
+        reps = {s: report(1, s, a, scores=m) for s, m in enumerate(matrices)}
+        return one_epoch(Coordinator(), reps).mean_kendall_tau
 
     assert tau(up, up) == pytest.approx(1.0)
     assert tau(up, up[:, ::-1]) == pytest.approx(-1.0)
@@ -164,7 +191,11 @@ def test_consensus_vote_wins_over_larger_strength():
     b = cell(CONV1, CONV3, CONV3, CONV3, CONV3, CONV3)
     barely_b = {0: [0.1, 0.1, 0.26, 0.25, 0.1]}
     huge_a = {0: [0.0, 0.0, 0.0, 1.0, 0.0]}
-    reps = {0: report(1, 0, b, rows=barely_b), 1: report(1, 1, b, rows=barely_b), 2: report(1, 2, a, rows=huge_a)}
+    reps = {
+        0: report(1, 0, b, rows=barely_b),
+        1: report(1, 1, b, rows=barely_b),
+        2: report(1, 2, a, rows=huge_a),
+    }
     stats = one_epoch(Coordinator(), reps)
     mean = stats.strength_mean["normal"][0]
     assert mean[CONV3] > mean[CONV1]  # strength favours conv3 on edge 0 ...
@@ -386,8 +417,11 @@ def test_summary_and_stats_are_json_round_trippable():
     variant = summary["variants"][V]
     assert variant["seeds"]["1"]["status"] == "failed"
     assert variant["seeds"]["2"] == {
-        "status": "stopped", "reason": "stable", "last_epoch": 3,
-        "genotypes": {"ostr": cell(CONV1), "magnitude": cell(CONV3)}, "stop_reason": None,
+        "status": "stopped",
+        "reason": "stable",
+        "last_epoch": 3,
+        "genotypes": {"ostr": cell(CONV1), "magnitude": cell(CONV3)},
+        "stop_reason": None,
     }
     assert [row[0] for row in variant["history"]] == [1, 2, 3, 4, 5]
     assert set(variant["criterion_consensus"]) == {"ostr", "magnitude"}
@@ -408,9 +442,12 @@ def _darts_report(epoch: int, seed: int, scores: dict[str, torch.Tensor]) -> Epo
 def test_darts_consensus_decodes_to_a_valid_genotype():
     gen = torch.Generator().manual_seed(0)
     shape = DARTS.alpha_shape
-    tables = [{c: torch.rand(shape, generator=gen, dtype=torch.float64) for c in DARTS.cell_types} for _ in range(4)]
+    tables = [
+        {c: torch.rand(shape, generator=gen, dtype=torch.float64) for c in DARTS.cell_types} for _ in range(4)
+    ]
     tables += [tables[0]] * 3  # 4 of 7 seeds agree, the other three are random
-    stats = one_epoch(Coordinator(), {s: _darts_report(1, s, t) for s, t in enumerate(tables)}, variant="darts-c10")
+    reps = {s: _darts_report(1, s, t) for s, t in enumerate(tables)}
+    stats = one_epoch(Coordinator(), reps, variant="darts-c10")
     assert set(stats.vote_share) == {"normal", "reduce"}
     assert stats.vote_share["normal"].shape == (14, 8)
     np.testing.assert_allclose(stats.vote_share["normal"].sum(), 8.0)  # every seed keeps 8 edges per cell

@@ -28,8 +28,9 @@ def _state(alpha_best: int, strength_best: int, *, se: float = 0.0) -> ArchState
     strength[:, strength_best] = 0.5
     mean = {name: {"normal": strength.clone()} for name in ("ostr", "ostr_star", "naive")}
     stderr = {name: {"normal": torch.full((6, 5), se, dtype=torch.float64)} for name in mean}
-    return ArchState(alphas={"normal": alphas}, betas={"normal": torch.softmax(alphas, -1)}, mean=mean,
-                     stderr=stderr)
+    return ArchState(
+        alphas={"normal": alphas}, betas={"normal": torch.softmax(alphas, -1)}, mean=mean, stderr=stderr
+    )
 
 
 def test_registry_holds_the_papers_criteria():
@@ -57,9 +58,11 @@ def test_none_is_never_selected_even_with_the_largest_score():
 def test_a_new_criterion_is_one_function():
     name = "test_inverse_alpha"
     if name not in list_criteria():
+
         @register_criterion(name)
         def inverse_alpha(state: ArchState) -> Selection:
             return Selection(scores={c: -a for c, a in state.alphas.items()})
+
     state = _state(alpha_best=OPS.index("skip_connect"), strength_best=1)
     state.alphas["normal"][:, OPS.index("nor_conv_1x1")] = -5.0
     genotype, _ = select(name, NB201, state)
@@ -100,11 +103,14 @@ def _flip_states(gap: float, se: float):
     return a, b
 
 
-@pytest.mark.parametrize("tie_se,gap,se,expect_change", [
-    (0.0, 0.001, 0.1, True),    # the paper's rule: any flip is a change
-    (2.0, 0.001, 0.1, False),   # within 2 SEs: a tie, not a change
-    (2.0, 0.5, 0.01, True),     # decisive flip: a change even under the tie rule
-])
+@pytest.mark.parametrize(
+    "tie_se,gap,se,expect_change",
+    [
+        (0.0, 0.001, 0.1, True),  # the paper's rule: any flip is a change
+        (2.0, 0.001, 0.1, False),  # within 2 SEs: a tie, not a change
+        (2.0, 0.5, 0.01, True),  # decisive flip: a change even under the tie rule
+    ],
+)
 def test_tie_rule(tie_se, gap, se, expect_change):
     first, second = _flip_states(gap, se)
     tracker = StabilityTracker(patience=1, tie_se=tie_se)

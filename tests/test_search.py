@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ostr_ray.config import ConfigError, build_config
-from ostr_ray.search import CheckpointError, SearchError, Searcher, read_checkpoint
+from ostr_ray.search import CheckpointError, Searcher, SearchError, read_checkpoint
 from tests.conftest import tiny_overrides
 
 
@@ -121,15 +121,18 @@ def test_nb201_table_adds_ground_truth_per_epoch(nb201_csv):
     assert 10 < truth["ostr"]["cifar10_test"] < 95
 
 
-@pytest.mark.parametrize("bad,match", [
-    ({"space": "nasnet"}, "unknown search space 'nasnet'"),
-    ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
-    ({"criterion": "largest"}, "unknown criterion 'largest'"),
-    ({"epochs": 0}, "epochs must be >= 1, got 0"),
-    ({"order": "third"}, "unknown order 'third'"),
-    ({"bogus_key": 1}, "unknown setting 'bogus_key'"),
-    ({"nb201_table": "x.csv", "space": "darts"}, "nb201_table applies to the nb201 space"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"space": "nasnet"}, "unknown search space 'nasnet'"),
+        ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+        ({"criterion": "largest"}, "unknown criterion 'largest'"),
+        ({"epochs": 0}, "epochs must be >= 1, got 0"),
+        ({"order": "third"}, "unknown order 'third'"),
+        ({"bogus_key": 1}, "unknown setting 'bogus_key'"),
+        ({"nb201_table": "x.csv", "space": "darts"}, "nb201_table applies to the nb201 space"),
+    ],
+)
 def test_bad_settings_fail_before_any_work(bad, match):
     with pytest.raises(ConfigError, match=match):
         build_config(None, tiny_overrides(**bad))
@@ -149,13 +152,17 @@ def test_every_preset_resolves():
         assert build_config(name, {"data_dir": "/data"}).epochs >= 1
 
 
-@pytest.mark.parametrize("space,kwargs", [
-    ("darts", {"C": 4, "layers": 3}),
-    ("pcdarts", {"C": 8, "layers": 3, "partial_k": 4}),
-])
+@pytest.mark.parametrize(
+    "space,kwargs",
+    [
+        ("darts", {"C": 4, "layers": 3}),
+        ("pcdarts", {"C": 8, "layers": 3, "partial_k": 4}),
+    ],
+)
 def test_darts_like_spaces_search_both_cell_types(space, kwargs):
-    result = _searcher(epochs=1, space=space, space_kwargs=kwargs, batch_size=8, train_size=16,
-                       val_size=16).run()
+    result = _searcher(
+        epochs=1, space=space, space_kwargs=kwargs, batch_size=8, train_size=16, val_size=16
+    ).run()
     report = result.history[-1]
     assert set(report.scores["ostr"]) == {"normal", "reduce"}
     assert report.scores["ostr"]["reduce"].shape == (14, 8)
