@@ -26,6 +26,8 @@ DEFAULT_PRESET_FOR_SPACE = {"nb201": "nb201-cifar10", "darts": "darts-cifar10", 
 LAUNCH_FILE = "launch.json"
 SNAPSHOT_FILE = "coordinator.json"
 REPORT_FILE = "report.json"
+HISTORY_FILE = "history.json"
+"""Every trial's per-epoch reports and every variant's per-epoch statistics (the coordinator's state)."""
 
 
 class LaunchError(ValueError):
@@ -426,6 +428,7 @@ def _fit_and_report(tuner: Any, callback: CoordinatorCallback, spec: LaunchSpec)
         **coordinator.summary(),
     }
     report["ground_truth"] = _ground_truth(spec, report)
+    write_text(spec.experiment_path, HISTORY_FILE, json.dumps(coordinator.state_dict()))
     write_text(spec.experiment_path, REPORT_FILE, json.dumps(report, indent=1))
     return report
 
