@@ -184,6 +184,7 @@ def launch(
     """Search several seeds (and variants) side by side on Ray Tune, with consensus and early stop."""
     from ostr_ray import launch as launcher
     from ostr_ray.live import LaunchView
+    from ostr_ray.tracking import TrackingError
 
     try:
         if resume:
@@ -213,9 +214,24 @@ def launch(
             )
             view = LaunchView(spec.criterion, quiet=quiet)
             report = launcher.run_launch(spec, listeners=[view], view=view, address=address)
-    except launcher.LaunchError as exc:
+    except (launcher.LaunchError, TrackingError) as exc:
         fail(str(exc))
     _print_launch_report(report, as_json=json_out)
+    _print_mlflow_hint(report)
+
+
+def _print_mlflow_hint(report: dict) -> None:
+    """Last line of a launch: how to open its MLflow record (stderr, so --json output stays clean)."""
+    from ostr_ray.tracking import ui_command
+
+    record = report.get("mlflow") or {}
+    uri = record.get("tracking_uri") or ""
+    if uri.startswith(("http://", "https://")):
+        run = record.get("parent_run_id")
+        where = f"{uri.rstrip('/')}/#/experiments/{record.get('experiment_id')}/runs/{run}" if run else uri
+        err.print(f"MLflow: {where}", highlight=False, soft_wrap=True)
+    else:
+        err.print(f"MLflow UI: {ui_command(report['experiment_path'])}", highlight=False, soft_wrap=True)
 
 
 def _print_launch_report(report: dict, *, as_json: bool) -> None:
@@ -235,16 +251,55 @@ def _print_launch_report(report: dict, *, as_json: bool) -> None:
 @cli_errors
 def report(
     path: Annotated[str, typer.Argument(help="A launch's experiment directory (or URI).")],
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    nb201_table: Annotated[
+        str | None, typer.Option(help="NB201 ground truth (CSV or NATS); default: launch.json's nb201_table.")
+    ] = None,
+    format_: Annotated[
+        str, typer.Option("--format", help="rich (terminal tables), markdown, or json (the statistics).")
+    ] = "rich",
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    metric: Annotated[
+        str | None, typer.Option(help="Ground-truth column for figures and Tables V/VI (default: a *test* one).")
+    ] = None,
+    write: Annotated[
+        bool, typer.Option(help="Write evidence.md/.json and the PNG figures beside report.json.")
+    ] = True,
 ) -> None:
-    """Reprint a finished launch's report from disk."""
-    from ostr_ray import launch as launcher
+    """A finished launch's report with the paper-style evidence (tables, figures; see ostr_ray/evidence.py)."""
+    import json
 
+    from ostr_ray import evidence
+    from ostr_ray import launch as launcher
+    from ostr_ray.summary import launch_summary_table
+
+    fmt = "json" if json_out else format_.lower()
+    if fmt not in ("rich", "markdown", "json"):
+        fail(f"--format {format_!r}: choose rich, markdown or json")
     try:
         data = launcher.load_report(path)
-    except launcher.LaunchError as exc:
+        found = evidence.build_evidence(path, nb201_table=nb201_table, metric=metric)
+    except (launcher.LaunchError, evidence.EvidenceError) as exc:
         fail(str(exc))
-    _print_launch_report(data, as_json=json_out)
+    files: list[str] = []
+    if write:
+        try:
+            files = evidence.write_outputs(found, report=data)
+        except OSError as exc:
+            err.print(f"[yellow]could not write the evidence files:[/] {exc}", highlight=False)
+    logged = evidence.log_to_mlflow(found["experiment_path"], files) if files else None
+    if fmt == "json":
+        typer.echo(json.dumps(evidence.to_json(found, report=data), indent=1))
+    elif fmt == "markdown":
+        typer.echo(evidence.render_markdown(found), nl=False)
+    else:
+        out = Console()
+        out.print(launch_summary_table(data))
+        out.print(evidence.render_rich(found))
+    if fmt != "json":
+        for file in files:
+            err.print(f"wrote {file}", highlight=False)
+        if logged:
+            err.print(logged, highlight=False)
 
 
 @app.command()
@@ -285,6 +340,160 @@ def nb201_lookup(
 
     bench = load_nb201_table(table)
     typer.echo(json.dumps({"arch": arch, "index": bench.index_of(arch), **bench.lookup(arch)}))
+
+
+@app.command()
+@cli_errors
+def retrain(
+    genotype: Annotated[
+        str | None,
+        typer.Argument(
+            help="Genotype string/JSON, a JSON file, a launch or search dir, or an MLflow run id (not with --resume)."
+        ),
+    ] = None,
+    dataset: Annotated[
+        str, typer.Option(help="cifar10, cifar100, imagenet (streamed tree), imagefolder, digits, synthetic.")
+    ] = "cifar10",
+    data_dir: Annotated[str | None, typer.Option(help="Data root; class-folder tree: train/ and test|val/.")] = None,
+    workers: Annotated[int | None, typer.Option(help="DDP workers (Ray Train). [default: 1]")] = None,
+    cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker. [default: 1]")] = None,
+    gpus_per_worker: Annotated[float | None, typer.Option(help="GPUs per worker, 0 or 1. [default: 0]")] = None,
+    protocol: Annotated[
+        str | None, typer.Option(help="darts-cifar, darts-imagenet, nb201 or a YAML; default from the space.")
+    ] = None,
+    augment: Annotated[str | None, typer.Option(help="'randaugment' adds RandAugment and doubles the epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the protocol's epochs.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the network's size and settings; train nothing.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    allow_large: Annotated[bool, typer.Option(help="Lift the protocol's mobile-setting size limit.")] = False,
+    address: Annotated[str | None, typer.Option(help="Join a running Ray cluster ('auto'); else start one.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Where run dirs (checkpoints) go. [default: ostr_runs]")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (a folder under --storage).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    criterion: Annotated[str | None, typer.Option(help="Which criterion's genotype to take from a search.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Take this search seed's genotype instead of the consensus.")] = None,
+    variant: Annotated[str | None, typer.Option(help="Launch variant, when the launch has several.")] = None,
+    max_failures: Annotated[int, typer.Option(help="Worker-group restarts from the last checkpoint.")] = 2,
+    resume: Annotated[str | None, typer.Option(help="Continue the retrain in this run dir.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train a found architecture from scratch (DDP on Ray Train), logged to MLflow next to its search."""
+    import json
+
+    from ray.train import TrainingFailedError
+
+    from ostr_ray import retrain as rt
+
+    out = Console()
+    try:
+        if resume:
+            if genotype:
+                fail("give either GENOTYPE or --resume, not both")
+            result = rt.resume_retrain(
+                resume,
+                address=address,
+                epochs=epochs,
+                workers=workers,
+                cpus_per_worker=cpus_per_worker,
+                gpus_per_worker=gpus_per_worker,
+                tracking_uri=tracking_uri,
+            )
+        else:
+            if not genotype:
+                fail("missing GENOTYPE (or --resume RUN_DIR)")
+            spec = rt.prepare_retrain(
+                genotype,
+                dataset=dataset,
+                data_dir=data_dir,
+                protocol=protocol,
+                augment=augment,
+                epochs=epochs,
+                overrides=rt.parse_set(set_),
+                workers=workers or 1,
+                cpus_per_worker=cpus_per_worker or 1.0,
+                gpus_per_worker=gpus_per_worker or 0.0,
+                max_failures=max_failures,
+                allow_large=allow_large,
+                criterion=criterion,
+                seed=seed,
+                variant=variant,
+                storage=storage,
+                name=name,
+                tracking_uri=tracking_uri,
+                dry_run=dry_run,
+            )
+            summary = spec.summary()
+            if dry_run:
+                if json_out:
+                    typer.echo(json.dumps(summary, indent=1))
+                else:
+                    _print_retrain_size(out, summary)
+                return
+            if not json_out:
+                _print_retrain_size(out, summary)
+            result = rt.run_retrain(spec, address=address)
+    except rt.RetrainError as exc:
+        fail(str(exc))
+    except TrainingFailedError as exc:
+        fail(f"training failed after retries: {str(exc).splitlines()[0]}", code=1)
+    if json_out:
+        typer.echo(json.dumps(result, indent=1))
+        return
+    out.print(
+        f"[bold]done:[/] {result['epochs_done']} epochs  test top-1 {result['test_top1']:.2f}%  "
+        f"top-5 {result['test_top5']:.2f}%",
+        highlight=False,
+    )
+    out.print(f"run dir: {result['run_dir']}\nMLflow run: {result['mlflow_run_id']} ({result['tracking_uri']})")
+
+
+def _print_retrain_size(out: Console, summary: dict[str, Any]) -> None:
+    res = summary["flops_resolution"]
+    out.print(f"{summary['space']} genotype: {summary['genotype']}", highlight=False, soft_wrap=True)
+    out.print(
+        f"network: {summary['network']}  params {summary['params_m']:.3f}M (no aux head)  "
+        f"{summary['mult_adds_m']:.1f}M multiply-adds at {res}x{res}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(
+        f"protocol {summary['protocol']}: {summary['epochs']} epochs, batch {summary['batch_size']} "
+        f"({summary['workers']} x {summary['per_worker_batch']}), lr {summary['lr']:g}, augment {summary['augment']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+@cli_errors
+def ui(
+    path: Annotated[str, typer.Argument(help="A launch's experiment directory.")],
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI (bound to 127.0.0.1).")] = 5000,
+) -> None:
+    """Open a launch's MLflow record: runs `mlflow ui` on its SQLite store until Ctrl-C."""
+    import subprocess
+
+    from ostr_ray import tracking
+
+    try:
+        uri = tracking.ui_backend_uri(path)
+    except tracking.TrackingError as exc:
+        fail(str(exc))
+    if uri.startswith(("http://", "https://")):
+        typer.echo(f"this launch is recorded on the MLflow server {uri}: open it there")
+        return
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    if "://" not in path:  # anything the UI itself stores stays beside the launch, not in the cwd
+        command += ["--artifacts-destination", (Path(path).resolve() / tracking.ARTIFACTS_DIR).as_uri()]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    typer.echo(f"MLflow UI for {path}: http://127.0.0.1:{port}  (Ctrl-C to stop)")
+    server = subprocess.Popen(command)
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:  # the server got the same SIGINT; let it shut down
+        code = server.wait()
+    if code not in (0, -2, 130):
+        fail(f"mlflow ui exited with status {code}", code=1)
 
 
 def main() -> None:  # pragma: no cover

@@ -20,7 +20,7 @@ from ray import tune
 
 from ostr_ray.config import ConfigError, SearchConfig, build_config, config_from_dict, list_presets
 from ostr_ray.coordinator import Coordinator, TrialKey
-from ostr_ray.events import EpochReport
+from ostr_ray.events import EpochReport, call
 
 DEFAULT_PRESET_FOR_SPACE = {"nb201": "nb201-cifar10", "darts": "darts-cifar10", "pcdarts": "pcdarts-cifar10"}
 LAUNCH_FILE = "launch.json"
@@ -110,8 +110,17 @@ def resolve_variants(spaces: str | None, preset: str, overrides: dict[str, Any])
                 f"unknown space or preset {name!r}; choose from "
                 f"{', '.join([*DEFAULT_PRESET_FOR_SPACE, *list_presets()])}"
             )
-        variants[Path(preset_name).stem] = build_config(preset_name, overrides).to_dict()
+        variants[Path(preset_name).stem] = _absolute_paths(build_config(preset_name, overrides).to_dict())
     return variants
+
+
+def _absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """Trials run in their own working directories: resolve the driver's relative paths now."""
+    for key in ("data_dir", "nb201_table"):
+        value = config.get(key)
+        if value and "://" not in value:
+            config[key] = str(Path(value).expanduser().resolve())
+    return config
 
 
 def check_data_sources(variants: dict[str, dict[str, Any]]) -> None:
@@ -120,6 +129,9 @@ def check_data_sources(variants: dict[str, dict[str, Any]]) -> None:
 
     for config in variants.values():
         check_data_source(config["dataset"], config.get("data_dir"), download=bool(config.get("download")))
+        table = config.get("nb201_table")
+        if table and not Path(table).exists():
+            raise LaunchError(f"--nb201-table {table} does not exist")
 
 
 def join_storage(storage: str, name: str) -> str:
@@ -132,6 +144,7 @@ def search_trial(params: dict[str, Any]) -> None:
     import torch
 
     from ostr_ray.data import DataError
+    from ostr_ray.nb201_bench import NB201TableError
     from ostr_ray.search import CHECKPOINT_NAME, Searcher, SearchError
 
     config = config_from_dict(params["trial"]["search"])
@@ -151,7 +164,7 @@ def search_trial(params: dict[str, Any]) -> None:
         else:
             searcher = Searcher(config, out_dir=work, callbacks=[reporter])
         searcher.run()
-    except (SearchError, DataError) as exc:
+    except (SearchError, DataError, NB201TableError, ConfigError) as exc:
         # Deterministic failures: a retry would fail the same way, so end the trial and say why.
         tune.report({"ostr_failed": str(exc), "epoch": reporter.last_epoch})
 
@@ -181,7 +194,12 @@ class _TuneReporter:
 
 # ---------------------------------------------------------------------------------------------- driver side
 class CoordinatorCallback(tune.Callback):
-    """Feeds every trial's epoch reports to the :class:`Coordinator`; snapshots it beside the experiment."""
+    """Feeds every trial's epoch reports to the :class:`Coordinator`; snapshots it beside the experiment.
+
+    Listeners (the live view, the MLflow recorder) get ``on_trial_report(key, report)`` for every report,
+    epochs re-sent by a retried or restored trial included, ``on_epoch_stats(stats)``, and, where they have
+    it, ``on_trial_finished(key, status, reason)`` once a trial ends (finished, stopped or failed).
+    """
 
     def __init__(self, coordinator: Coordinator, experiment_path: str) -> None:
         self.coordinator = coordinator
@@ -198,32 +216,32 @@ class CoordinatorCallback(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         key = _trial_key(trial)
         new_stats = []
-        for report_json in json.loads(result.get("ostr_backfill", "[]")):
-            new_stats += self.coordinator.update(key, EpochReport.from_json(report_json))
+        reports = [EpochReport.from_json(r) for r in json.loads(result.get("ostr_backfill", "[]"))]
         if "ostr_report" in result:
-            report = EpochReport.from_json(json.loads(result["ostr_report"]))
+            reports.append(EpochReport.from_json(json.loads(result["ostr_report"])))
+        for report in reports:
             new_stats += self.coordinator.update(key, report)
             for listener in self.listeners:
                 listener.on_trial_report(key, report)
         if "ostr_failed" in result:
             new_stats += self.coordinator.mark_finished(key, "failed", result["ostr_failed"])
-        for listener in self.listeners:
-            for stats in new_stats:
-                listener.on_epoch_stats(stats)
+        self._relay_stats(new_stats)
+        if "ostr_failed" in result:
+            self._relay_finished(key)
         self._snapshot()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key = _trial_key(trial)
-        if self.coordinator.trial_status(key)[0] != "failed":
-            new_stats = self.coordinator.mark_finished(key, "finished")
-            for listener in self.listeners:
-                for stats in new_stats:
-                    listener.on_epoch_stats(stats)
+        if self.coordinator.trial_status(key)[0] != "failed":  # a failed one was relayed when it said so
+            self._relay_stats(self.coordinator.mark_finished(key, "finished"))
+            self._relay_finished(key)
         self._snapshot()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        key = _trial_key(trial)
         error = getattr(trial, "error_file", None) or "trial raised an error"
-        self.coordinator.mark_finished(_trial_key(trial), "failed", f"error after retries ({error})")
+        self._relay_stats(self.coordinator.mark_finished(key, "failed", f"error after retries ({error})"))
+        self._relay_finished(key)
         self._snapshot()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -236,6 +254,15 @@ class CoordinatorCallback(tune.Callback):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.coordinator.load_state_dict(state)
+
+    def _relay_stats(self, new_stats: list) -> None:
+        for listener in self.listeners:
+            for stats in new_stats:
+                listener.on_epoch_stats(stats)
+
+    def _relay_finished(self, key: TrialKey) -> None:
+        status, reason = self.coordinator.trial_status(key)
+        call(self.listeners, "on_trial_finished", key, status, reason)
 
     def _snapshot(self) -> None:
         write_text(self.experiment_path, SNAPSHOT_FILE, json.dumps(self.coordinator.summary(), indent=1))
@@ -353,9 +380,19 @@ def _trial_dirname(trial: Any) -> str:
 
 
 def run_launch(
-    spec: LaunchSpec, *, view: Any = None, listeners: list[Any] | None = None, address: str | None = None
+    spec: LaunchSpec,
+    *,
+    view: Any = None,
+    listeners: list[Any] | None = None,
+    address: str | None = None,
+    recorder: Any = None,
 ) -> dict[str, Any]:
-    """Fit a new Tuner for ``spec``; returns the final report (also written to ``report.json``)."""
+    """Fit a new Tuner for ``spec``; returns the final report (also written to ``report.json``).
+
+    ``recorder`` (default: a :class:`~ostr_ray.tracking.LaunchRecorder` for ``spec.tracking_uri``, its
+    store checked before Ray starts) records the launch in MLflow.
+    """
+    recorder = _recorder(spec, recorder)
     init_ray(address, spec)
     coordinator = Coordinator(
         criterion=spec.criterion,
@@ -366,7 +403,7 @@ def run_launch(
     for trial in spec.trial_configs():
         coordinator.register(TrialKey(trial["variant"], trial["seed"]))
     callback = CoordinatorCallback(coordinator, spec.experiment_path)
-    callback.view, callback.listeners = view, list(listeners or [])
+    callback.view, callback.listeners = view, [*(listeners or []), recorder]
     write_text(spec.experiment_path, LAUNCH_FILE, json.dumps(asdict(spec), indent=1))
     tuner = tune.Tuner(
         _trainable(spec),
@@ -384,16 +421,22 @@ def run_launch(
             verbose=0,
         ),
     )
-    return _fit_and_report(tuner, callback, spec)
+    return _fit_and_report(tuner, callback, spec, recorder)
 
 
 def resume_launch(
-    path: str, *, view: Any = None, listeners: list[Any] | None = None, address: str | None = None
+    path: str,
+    *,
+    view: Any = None,
+    listeners: list[Any] | None = None,
+    address: str | None = None,
+    recorder: Any = None,
 ) -> dict[str, Any]:
     """Continue an interrupted launch: unfinished trials resume from their last checkpoints and the
-    coordinator's history comes back through Tune's callback state."""
+    coordinator's history comes back through Tune's callback state; the MLflow runs continue too."""
     experiment_path = _experiment_path(path)
     spec = load_launch_spec(experiment_path)
+    recorder = _recorder(spec, recorder)
     init_ray(address, spec)
     if not tune.Tuner.can_restore(experiment_path):
         raise LaunchError(f"{experiment_path} holds no restorable Tune experiment")
@@ -401,8 +444,16 @@ def resume_launch(
         experiment_path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True
     )
     callback = _find_callback(tuner)
-    callback.view, callback.listeners = view, list(listeners or [])
-    return _fit_and_report(tuner, callback, spec)
+    callback.view, callback.listeners = view, [*(listeners or []), recorder]
+    return _fit_and_report(tuner, callback, spec, recorder)
+
+
+def _recorder(spec: LaunchSpec, recorder: Any) -> Any:
+    if recorder is not None:
+        return recorder
+    from ostr_ray.tracking import LaunchRecorder
+
+    return LaunchRecorder.from_spec(spec)  # fails fast (TrackingError) on an unusable tracking URI
 
 
 def _find_callback(tuner: Any) -> CoordinatorCallback:
@@ -413,23 +464,30 @@ def _find_callback(tuner: Any) -> CoordinatorCallback:
     raise LaunchError("the restored experiment has no ostr-ray coordinator; was it made by ostr-ray launch?")
 
 
-def _fit_and_report(tuner: Any, callback: CoordinatorCallback, spec: LaunchSpec) -> dict[str, Any]:
+def _fit_and_report(tuner: Any, callback: CoordinatorCallback, spec: LaunchSpec, recorder: Any) -> dict[str, Any]:
     started = time.time()
-    results = tuner.fit()
-    coordinator = callback.coordinator
-    stop_reason = coordinator.experiment_should_stop() or "every trial ended"
-    report = {
-        "name": spec.name,
-        "experiment_path": spec.experiment_path,
-        "stop_reason": stop_reason,
-        "launch": asdict(spec),
-        "search_cost_trial_hours": _trial_hours(results),
-        "wall_seconds_this_run": time.time() - started,
-        **coordinator.summary(),
-    }
-    report["ground_truth"] = _ground_truth(spec, report)
-    write_text(spec.experiment_path, HISTORY_FILE, json.dumps(coordinator.state_dict()))
-    write_text(spec.experiment_path, REPORT_FILE, json.dumps(report, indent=1))
+    recorder.start(spec, callback.coordinator)
+    try:
+        results = tuner.fit()
+        coordinator = callback.coordinator
+        stop_reason = coordinator.experiment_should_stop() or "every trial ended"
+        report = {
+            "name": spec.name,
+            "experiment_path": spec.experiment_path,
+            "stop_reason": stop_reason,
+            "launch": asdict(spec),
+            "search_cost_trial_hours": _trial_hours(results),
+            "wall_seconds_this_run": time.time() - started,
+            **coordinator.summary(),
+        }
+        report["ground_truth"] = _ground_truth(spec, report)
+        report["mlflow"] = recorder.describe()
+        write_text(spec.experiment_path, HISTORY_FILE, json.dumps(coordinator.state_dict()))
+        write_text(spec.experiment_path, REPORT_FILE, json.dumps(report, indent=1))
+    except BaseException as exc:  # Ctrl-C included: no MLflow run may stay RUNNING
+        recorder.abort(exc)
+        raise
+    recorder.finish(report)
     return report
 
 
@@ -522,7 +580,7 @@ def build_spec(
         raise LaunchError(f"--max-failures {max_failures!r} must be >= 0")
     check_data_sources(variants)
     first = config_from_dict(next(iter(variants.values())))
-    return LaunchSpec(
+    spec = LaunchSpec(
         variants=variants,
         seeds=seed_list,
         name=name or default_name(variants),
@@ -535,8 +593,15 @@ def build_spec(
         agreement=agreement,
         seed_stop=seed_stop,
         experiment_stop=experiment_stop,
-        tracking_uri=tracking_uri,
+        # kept in launch.json, so --resume records into the same MLflow store; None = the launch's own SQLite
+        tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
     )
+    if spec.tracking_uri is None and "://" in spec.experiment_path:
+        raise LaunchError(
+            f"--storage {spec.storage!r} is remote: give --tracking-uri http://<mlflow server> "
+            "(or set MLFLOW_TRACKING_URI) for the MLflow record"
+        )
+    return spec
 
 
 __all__ = [

@@ -178,18 +178,10 @@ class Searcher:
         finite: list[torch.Tensor] = []
         lrs = (self.w_opt.param_groups[0]["lr"], self.a_opt.param_groups[0]["lr"])
         started = time.perf_counter()
-        for (x_train, y_train), (x_val, y_val) in zip(
-            self.data.train.epoch(epoch), self.data.val.epoch(epoch)
-        ):
-            if arch_active:
-                val_logits, val_loss = self._arch_step(x_train, y_train, x_val, y_val)
-            else:
-                val_logits, val_loss = self._evaluate(x_val, y_val)
-            train_logits, train_loss, grad_norm = self._weight_step(x_train, y_train)
-            totals += torch.stack(
-                _batch_totals(train_logits, y_train, train_loss) + _batch_totals(val_logits, y_val, val_loss)
-            )
-            finite.append(torch.isfinite(train_loss + val_loss + grad_norm))
+        for train_batch, val_batch in zip(self.data.train.epoch(epoch), self.data.val.epoch(epoch)):
+            step_totals, step_finite = self.train_step(train_batch, val_batch, arch_active=arch_active)
+            totals += step_totals
+            finite.append(step_finite)
         seconds = time.perf_counter() - started
         self.scheduler.step()
         self._check_finite(finite)
@@ -198,6 +190,29 @@ class Searcher:
         return report
 
     # ------------------------------------------------------------------ steps
+    def train_step(
+        self,
+        train_batch: tuple[torch.Tensor, torch.Tensor],
+        val_batch: tuple[torch.Tensor, torch.Tensor],
+        *,
+        arch_active: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One search step (architecture step, then weight step): the hot path.
+
+        Returns device tensors only -- (loss sum, correct, count) for train then val, and a finite flag --
+        so the caller never waits for the device inside an epoch.
+        """
+        (x_train, y_train), (x_val, y_val) = train_batch, val_batch
+        if arch_active:
+            val_logits, val_loss = self._arch_step(x_train, y_train, x_val, y_val)
+        else:
+            val_logits, val_loss = self._evaluate(x_val, y_val)
+        train_logits, train_loss, grad_norm = self._weight_step(x_train, y_train)
+        totals = torch.stack(
+            _batch_totals(train_logits, y_train, train_loss) + _batch_totals(val_logits, y_val, val_loss)
+        )
+        return totals, torch.isfinite(train_loss + val_loss + grad_norm)
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()

@@ -1,0 +1,137 @@
+"""Search-step time, images/s, peak memory and strength-bookkeeping overhead at the presets' sizes.
+
+Times the real hot path, ``Searcher.train_step`` (one architecture step + one weight step), on synthetic
+32x32 batches of each preset's batch size. Each space runs in a fresh subprocess so that its peak memory
+(CPU: peak RSS; CUDA: ``max_memory_allocated``) is its own.
+
+    python benchmarks/bench_supernet.py                       # CPU, the three paper presets
+    python benchmarks/bench_supernet.py --device cuda --amp bf16 --channels-last
+    python benchmarks/bench_supernet.py --presets nb201-cifar10 --iters 5 --json out.json
+
+Strength overhead = (median step time) - (median step time with the accumulator's ``add`` replaced by a
+no-op), over the median step time; the accumulator's ``add`` is also timed alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+PRESETS = ("nb201-cifar10", "darts-cifar10", "pcdarts-cifar10")
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _median_step(searcher, batches, iters: int, warmup: int) -> float:
+    train, val = batches
+    for _ in range(warmup):
+        searcher.train_step(train, val)
+    _sync(searcher.device.type)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        totals, _ = searcher.train_step(train, val)
+        totals.sum().item()  # wait for the device, as the end of a step in steady state would
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(preset: str, device: str, amp: str, channels_last: bool, iters: int, warmup: int) -> dict:
+    import torch
+
+    from ostr_ray.config import build_config
+    from ostr_ray.search import Searcher
+
+    base = build_config(preset, {"data_dir": "/unused"})
+    config = build_config(preset, {
+        "dataset": "synthetic", "image_size": 32, "train_size": base.batch_size, "val_size": base.batch_size,
+        "device": device, "amp": amp, "channels_last": channels_last, "arch_start_epoch": 0,
+    })
+    searcher = Searcher(config)
+    batches = (next(searcher.data.train.epoch(0)), next(searcher.data.val.epoch(0)))
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    step = _median_step(searcher, batches, iters, warmup)
+    real_add = searcher.accumulator.add
+    searcher.accumulator.add = lambda *a, **k: None
+    step_without = _median_step(searcher, batches, iters, warmup=1)
+    searcher.accumulator.add = real_add
+    add_alone = _time_accumulator_add(searcher)
+    peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    images = 2 * config.batch_size  # a train and a validation batch per step
+    return {
+        "preset": preset, "space": config.space, "batch_size": config.batch_size, "device": device,
+        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "threads": torch.get_num_threads(), "amp": amp, "channels_last": channels_last,
+        "step_s": step, "images_per_s": images / step, "peak_mem_mib": peak / 2**20,
+        "strength_overhead_pct": 100 * (step - step_without) / step,
+        "accumulator_add_ms": 1000 * add_alone, "accumulator_add_pct": 100 * add_alone / step,
+    }
+
+
+def _time_accumulator_add(searcher, repeats: int = 50) -> float:
+    import torch
+
+    alphas = {c: a.detach() for c, a in searcher.model.alphas.items()}
+    betas = {c: torch.softmax(a, -1) for c, a in alphas.items()}
+    grads = {c: torch.randn_like(a) for c, a in alphas.items()}
+    _sync(searcher.device.type)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        searcher.accumulator.add(grads, betas, grads)
+    _sync(searcher.device.type)
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", default="off", choices=["off", "bf16"])
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", default=None, help="Also write the rows as JSON to this file.")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child mode: one preset, JSON out
+    args = parser.parse_args()
+    if args.one:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        row = measure(args.one, args.device, args.amp, args.channels_last, args.iters, args.warmup)
+        print(json.dumps(row))
+        return
+    rows = []
+    for preset in args.presets.split(","):
+        cmd = [sys.executable, __file__, "--one", preset, "--device", args.device, "--amp", args.amp,
+               "--iters", str(args.iters), "--warmup", str(args.warmup)]
+        cmd += ["--channels-last"] if args.channels_last else []
+        cmd += ["--threads", str(args.threads)] if args.threads else []
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    print("| preset | batch | device | amp | channels_last | step (s) | images/s | peak MiB | strength overhead |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['preset']} | {r['batch_size']} | {r['device_name']} ({r['threads']} thr) | {r['amp']} | "
+              f"{r['channels_last']} | {r['step_s']:.4f} | {r['images_per_s']:.0f} | {r['peak_mem_mib']:.0f} | "
+              f"{r['accumulator_add_pct']:.3f}% (add alone), {r['strength_overhead_pct']:+.2f}% (A/B) |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""Pictures of a search for the MLflow record: alpha / beta / strength heatmaps, cell diagrams, agreement charts.
+
+Everything is drawn on bare :class:`matplotlib.figure.Figure` objects (the Agg canvas, no ``pyplot``), so
+nothing here touches matplotlib's global backend or figure registry: safe inside the launch driver, a
+notebook, or a headless node. Cell diagrams are plain matplotlib (no graphviz dependency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from ostr_ray.events import EpochReport
+from searchspaces import get_space
+
+STRENGTH_SCORE = "ostr"
+"""The score the "operation strength" panel shows (falls back to the first score a report carries)."""
+
+_SHORT_OPS = {
+    "skip_connect": "skip",
+    "nor_conv_1x1": "conv1x1",
+    "nor_conv_3x3": "conv3x3",
+    "avg_pool_3x3": "avg3x3",
+    "max_pool_3x3": "max3x3",
+    "sep_conv_3x3": "sep3x3",
+    "sep_conv_5x5": "sep5x5",
+    "dil_conv_3x3": "dil3x3",
+    "dil_conv_5x5": "dil5x5",
+}
+_DARTS_LIKE = ("darts", "pcdarts")
+
+
+def short_op(op: str) -> str:
+    return _SHORT_OPS.get(op, op)
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG (creating parent folders) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=dpi)
+    return path
+
+
+# ------------------------------------------------------------------------------------------- heatmaps
+def edge_labels(space_name: str, num_edges: int) -> list[str]:
+    """Row labels of an (E, O) matrix: ``"0→1"`` for NB201, ``"$c_{k-1}$→n2"`` (mathtext) for DARTS-like."""
+    if space_name == "nb201":
+        from searchspaces.nb201 import EDGES
+
+        return [f"{src}→{dst}" for dst, src in EDGES]
+    if space_name in _DARTS_LIKE:
+        from searchspaces.darts_ops import EDGES
+
+        return [f"{_darts_state(inp)}→n{node}" for node, inp in EDGES]
+    return [f"e{row}" for row in range(num_edges)]
+
+
+def _darts_state(state: int) -> str:
+    return {0: "$c_{k-2}$", 1: "$c_{k-1}$"}.get(state, f"n{state - 2}")
+
+
+def _heatmap(ax: Axes, matrix: np.ndarray, rows: list[str], cols: list[str], title: str) -> None:
+    values = np.asarray(matrix, dtype=np.float64)
+    image = ax.imshow(values, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks(range(values.shape[1]), [short_op(c) for c in cols], rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(values.shape[0]), rows, fontsize=7)
+    # Mark each edge's largest entry: what a plain argmax would choose.
+    finite = np.where(np.isfinite(values), values, -np.inf)
+    for row, col in enumerate(finite.argmax(axis=1)):
+        ax.add_patch(_box(col, row))
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+
+
+def _box(col: int, row: int) -> Any:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.2)
+
+
+def report_heatmaps(report: EpochReport, score: str = STRENGTH_SCORE) -> Figure:
+    """One row per cell type, three panels: alpha, beta = softmax(alpha), and operation strength (edges x ops).
+
+    The red box in each row marks the largest entry of that edge.
+    """
+    space = get_space(report.space)
+    cells = [c for c in space.cell_types if c in report.alphas]
+    score = score if score in report.scores else next(iter(report.scores), None)
+    panels = [("alpha", report.alphas), ("beta", report.betas)]
+    if score is not None:
+        panels.append((f"strength ({score})", report.scores[score]))
+    rows = edge_labels(space.name, space.num_edges)
+    fig = Figure(figsize=(4.2 * len(panels), 0.28 * space.num_edges * len(cells) + 1.6 * len(cells)))
+    axes = np.atleast_2d(fig.subplots(len(cells), len(panels), squeeze=False))
+    for i, cell in enumerate(cells):
+        for j, (name, matrices) in enumerate(panels):
+            _heatmap(axes[i, j], matrices[cell], rows, list(space.ops), f"{cell}: {name}")
+    fig.suptitle(f"seed {report.seed}, epoch {report.epoch}/{report.epochs} ({space.name})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------- cell diagrams
+def _node(ax: Axes, xy: tuple[float, float], text: str, color: str = "#dbe9f6") -> None:
+    ax.text(
+        *xy,
+        text,
+        ha="center",
+        va="center",
+        fontsize=8,
+        zorder=3,
+        bbox={"boxstyle": "circle,pad=0.35", "facecolor": color, "edgecolor": "#333333"},
+    )
+
+
+def _arrow(
+    ax: Axes,
+    src: tuple[float, float],
+    dst: tuple[float, float],
+    label: str,
+    rad: float,
+    *,
+    color: str = "#555555",
+    label_at: float = 0.5,
+) -> None:
+    """A curved (``arc3``) arrow, its label on the curve at ``label_at`` (0 = source, 1 = destination)."""
+    ax.annotate(
+        "",
+        xy=dst,
+        xytext=src,
+        zorder=1,
+        arrowprops={
+            "arrowstyle": "-|>",
+            "color": color,
+            "lw": 1.1,
+            "shrinkA": 11,
+            "shrinkB": 11,
+            "connectionstyle": f"arc3,rad={rad}",
+        },
+    )
+    if label:
+        # the quadratic Bezier matplotlib's arc3 draws: control point = chord midpoint + rad * (dy, -dx)
+        (x0, y0), (x2, y2) = src, dst
+        cx, cy = (x0 + x2) / 2 + rad * (y2 - y0), (y0 + y2) / 2 - rad * (x2 - x0)
+        t = label_at
+        x = (1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t**2 * x2
+        y = (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t**2 * y2
+        ax.text(
+            x,
+            y,
+            label,
+            ha="center",
+            va="center",
+            fontsize=6.5,
+            zorder=2,
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+        )
+
+
+def _bare(ax: Axes, title: str) -> None:
+    ax.set_axis_off()
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_title(title, fontsize=8)
+
+
+def draw_nb201_cell(ax: Axes, genotype: str, title: str = "") -> None:
+    """NB201's 4-node cell: node 0 is the input, node 3 the output; 'none' edges are left out."""
+    from searchspaces.nb201 import EDGES
+
+    ops = get_space("nb201").parse_genotype(genotype).ops
+    position = {0: (0.0, 0.0), 1: (1.0, 1.0), 2: (2.0, -1.0), 3: (3.0, 0.0)}
+    for (dst, src), op in zip(EDGES, ops):
+        if op == "none":
+            continue
+        rad = 0.35 if (src, dst) == (0, 3) else 0.0
+        _arrow(ax, position[src], position[dst], short_op(op), rad)
+    for node, xy in position.items():
+        _node(ax, xy, str(node), "#f6e3c6" if node in (0, 3) else "#dbe9f6")
+    ax.set_xlim(-0.5, 3.5)
+    ax.set_ylim(-1.6, 1.6)
+    _bare(ax, title)
+
+
+def draw_darts_cell(ax: Axes, pairs: Sequence[tuple[str, int]], concat: Sequence[int], title: str = "") -> None:
+    """A DARTS cell: inputs c_{k-2}, c_{k-1} on the left, the four nodes in a column (each reading two
+    states; node-to-node edges bulge to the right), the output c_{k} = concat of the nodes on the right."""
+    position = {0: (0.0, 1.0), 1: (0.0, -1.0)}
+    for node in range(4):
+        position[node + 2] = (2.8, 2.4 - 1.6 * node)
+    out = (5.2, 0.0)
+    for state in concat:
+        _arrow(ax, position[state], out, "", 0.0, color="#c8c8c8")
+    for k, (op, inp) in enumerate(pairs):
+        node = k // 2 + 2
+        if inp < 2:  # from an input: a straight edge, labelled near its node so the fan stays readable
+            _arrow(ax, position[inp], position[node], short_op(op), 0.0, label_at=0.7)
+        else:  # from an earlier node in the column: an arc to the right, wider for longer jumps
+            _arrow(ax, position[inp], position[node], short_op(op), -0.35 - 0.05 * (node - inp))
+    _node(ax, position[0], _darts_state(0), "#f6e3c6")
+    _node(ax, position[1], _darts_state(1), "#f6e3c6")
+    for node in range(4):
+        _node(ax, position[node + 2], str(node))
+    _node(ax, out, "$c_{k}$", "#d5ecd4")
+    ax.set_xlim(-0.6, 5.8)
+    ax.set_ylim(-3.0, 3.0)
+    _bare(ax, title)
+
+
+def cell_figure(space_name: str, genotypes: Mapping[str, str]) -> Figure:
+    """Diagrams of several genotypes of one space (e.g. per criterion, or per seed), one row each.
+
+    NB201 draws one cell per genotype; DARTS-like spaces draw the normal and the reduce cell side by side.
+    """
+    items = [(name, text) for name, text in genotypes.items() if text]
+    darts = space_name in _DARTS_LIKE
+    cols = 2 if darts else 1
+    n = max(len(items), 1)
+    if not darts:  # small NB201 cells: wrap into up to 3 columns
+        cols = min(3, n)
+    nrows = -(-n // cols) if not darts else n
+    fig = Figure(figsize=(4.6 * cols, (3.6 if darts else 2.4) * nrows))
+    axes = np.atleast_2d(fig.subplots(nrows, cols, squeeze=False))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    if not items:
+        axes[0, 0].text(0.5, 0.5, "no genotype yet", ha="center", va="center")
+    for i, (name, text) in enumerate(items):
+        if darts:
+            genotype = get_space(space_name).parse_genotype(text)
+            for j, cell in enumerate(("normal", "reduce")):
+                pairs, concat = getattr(genotype, cell), getattr(genotype, f"{cell}_concat")
+                draw_darts_cell(axes[i, j], pairs, concat, f"{name}: {cell}")
+        elif space_name == "nb201":
+            draw_nb201_cell(axes[i // cols, i % cols], text, name)
+        else:
+            ax = axes[i // cols, i % cols]
+            ax.text(0.5, 0.5, f"{name}\n{text}", ha="center", va="center", fontsize=7, wrap=True)
+    fig.tight_layout()
+    return fig
+
+
+def seed_grid(space_name: str, seed_genotypes: Mapping[Any, str], criterion: str = "") -> Figure:
+    """Every seed's final cell (one criterion), for the parent run: do the seeds agree by eye?"""
+    suffix = f" ({criterion})" if criterion else ""
+    return cell_figure(space_name, {f"seed {seed}{suffix}": g for seed, g in seed_genotypes.items()})
+
+
+# ------------------------------------------------------------------------------------------- parent chart
+def agreement_chart(history: Sequence[Sequence[Any]], title: str = "") -> Figure:
+    """``history`` rows ``[epoch, agreement, consensus_stable_for, mean_kendall_tau]`` (the coordinator's
+    summary form): agreement and tau on the left axis, the consensus' stable-for count on the right."""
+    rows = [list(r) for r in history]
+    epochs = [r[0] for r in rows]
+    fig = Figure(figsize=(6.4, 3.4))
+    ax = fig.subplots()
+    ax.plot(epochs, [r[1] for r in rows], "o-", color="tab:blue", label="agreement")
+    taus = [(r[0], r[3]) for r in rows if len(r) > 3 and r[3] is not None]
+    if taus:
+        ax.plot(*zip(*taus), "s--", color="tab:green", label="mean Kendall tau")
+    ax.set_ylim(-1.05 if any(t < 0 for _, t in taus) else 0.0, 1.05)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("agreement / tau")
+    right = ax.twinx()
+    right.step(epochs, [r[2] for r in rows], where="mid", color="tab:orange", label="consensus stable for")
+    right.set_ylabel("consensus stable for (epochs)")
+    right.set_ylim(bottom=0)
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower right")
+    ax.set_title(title or "cross-seed agreement", fontsize=9)
+    fig.tight_layout()
+    return fig
