@@ -4,8 +4,11 @@ and `ostr-ray launch --address` running a 2-seed tiny search across them with st
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +21,7 @@ SCRIPT = REPO / "scripts" / "local_multinode.sh"
 def test_launch_against_a_two_node_local_cluster(tmp_path):
     storage = tmp_path / "shared"
     result = subprocess.run(["bash", str(SCRIPT), str(storage)], cwd=REPO, capture_output=True, text=True,
-                            timeout=600, env={"BIN": str(REPO / ".venv" / "bin"), "PATH": "/usr/bin:/bin"})
+                            timeout=600, env={**os.environ, "BIN": str(Path(sys.executable).parent)})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "alive Ray nodes: 2" in result.stdout
     report = json.loads((storage / "launch_out.json").read_text())
