@@ -104,24 +104,29 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None, help="Also write the rows as JSON to this file.")
-    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child mode: one preset, JSON out
+    parser.add_argument("--grid", action="store_true",
+                        help="Every amp (off, bf16) x channels_last (off, on) combination (GPU check).")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child mode: one preset, JSON lines
     args = parser.parse_args()
+    combos = ([(a, c) for a in ("off", "bf16") for c in (False, True)] if args.grid
+              else [(args.amp, args.channels_last)])
     if args.one:
         import torch
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        row = measure(args.one, args.device, args.amp, args.channels_last, args.iters, args.warmup)
-        print(json.dumps(row))
+        for amp, channels_last in combos:
+            print(json.dumps(measure(args.one, args.device, amp, channels_last, args.iters, args.warmup)), flush=True)
         return
     rows = []
     for preset in args.presets.split(","):
         cmd = [sys.executable, __file__, "--one", preset, "--device", args.device, "--amp", args.amp,
                "--iters", str(args.iters), "--warmup", str(args.warmup)]
         cmd += ["--channels-last"] if args.channels_last else []
+        cmd += ["--grid"] if args.grid else []
         cmd += ["--threads", str(args.threads)] if args.threads else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        rows += [json.loads(line) for line in out.strip().splitlines() if line.startswith("{")]
     print("| preset | batch | device | amp | channels_last | step (s) | images/s | peak MiB | strength overhead |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:

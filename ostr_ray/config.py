@@ -158,6 +158,8 @@ def config_from_dict(values: dict[str, Any]) -> SearchConfig:
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(_FIELDS))}")
     values = dict(values)
+    if values.get("amp") is False:  # YAML 1.1 reads a bare `off` as false
+        values["amp"] = "off"
     if "a_betas" in values:
         values["a_betas"] = tuple(float(b) for b in values["a_betas"])
     config = SearchConfig(**values)

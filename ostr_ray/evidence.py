@@ -28,8 +28,10 @@ Tables (one row per criterion)
 ------------------------------
 * **Table I** -- per metric: mean ± std of the final cells' ground truth; the criterion's consensus cell
   (``report.json`` ``criterion_consensus``, else the most common final cell, ties to the smallest string) and
-  its ground truth; the search cost in trial-hours (sum over the variant's seeds of every epoch's
-  ``epoch_seconds``, or ``report.json``'s Tune total when there is no history); each seed's last epoch.
+  its ground truth; the search cost in trial-hours (``report.json``'s ``search_cost_trial_hours``, Tune's
+  summed trial time, for a one-variant launch; for a launch of several variants the variant's own sum over
+  its seeds of every epoch's ``epoch_seconds``, which the JSON also gives as ``epoch_trial_hours``); each
+  seed's last epoch.
 * **Table V** (selection ablation) -- primary-metric mean ± std; best and worst seed (value and seed);
   ``= consensus``: seeds whose final cell equals the consensus cell; ``distinct``: number of different final
   cells; ``pair agreement``: share of seed pairs with identical final cells; ``= DARTS``: seeds whose final
@@ -603,7 +605,8 @@ def analyse_variant(
     """Every statistic of one variant (JSON-ready apart from NaNs; see the module docstring).
 
     ``consensus`` is the per-criterion consensus cell (``report.json``'s ``criterion_consensus``); a missing
-    one is the most common final cell. ``eval_size`` (``C``, ``layers``) sizes DARTS eval networks; ``None``
+    one is the most common final cell. ``cost_hours`` is the search cost to show (default: the summed
+    ``epoch_seconds`` of the variant's reports). ``eval_size`` (``C``, ``layers``) sizes DARTS eval networks; ``None``
     skips parameters and multiply-adds.
     """
     included = [r for r in runs if r.status != "failed" and r.final]
@@ -623,8 +626,9 @@ def analyse_variant(
     for crit in criteria:
         cells = [r.final[crit] for r in included if crit in r.final]
         consensus_cells[crit] = (consensus or {}).get(crit) or modal(cells)[0]
-    if has_history:
-        cost_hours = sum(r.epoch_seconds for r in runs) / 3600.0
+    epoch_hours = sum(r.epoch_seconds for r in runs) / 3600.0 if has_history else None
+    if cost_hours is None:
+        cost_hours = epoch_hours
     out: dict[str, Any] = {
         "variant": variant,
         "space": space,
@@ -641,6 +645,7 @@ def analyse_variant(
         },
         "consensus": consensus_cells,
         "cost_trial_hours": cost_hours,
+        "epoch_trial_hours": epoch_hours,
     }
 
     def final_cells(crit: str) -> dict[int, str]:
@@ -933,7 +938,7 @@ def variant_tables(data: Mapping[str, Any]) -> list[TableSpec]:
                 "Table I: ground truth of the final cells (mean ± std over seeds)",
                 ["criterion", "seeds", *metrics, *[f"consensus {m}" for m in metrics], "cost (trial-h)", "stop epochs"],
                 rows,
-                "consensus = the criterion's consensus cell; cost = summed epoch time of the variant's seeds; "
+                "consensus = the criterion's consensus cell; cost = trial time of the search (shared by all criteria); "
                 "stop epochs = each seed's last epoch, in seed order.",
             )
         )

@@ -829,7 +829,7 @@ def _open_mlflow_run(spec: RetrainSpec, client: Any) -> str:
         experiment_id = _experiment_of(client, spec.source["parent_run_id"])
     if experiment_id is None:
         found = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
-        experiment_id = found.experiment_id if found else client.create_experiment(DEFAULT_EXPERIMENT)
+        experiment_id = found.experiment_id if found else _create_experiment(spec, client)
     config = spec.retrain_config()
     tags = {
         "mlflow.runName": spec.name,
@@ -858,6 +858,14 @@ def _open_mlflow_run(spec: RetrainSpec, client: Any) -> str:
         client.log_batch(run_id, params=params[i : i + 90])
     client.log_batch(run_id, metrics=size_metrics, tags=[RunTag("ostr.source", json.dumps(spec.source)[:5000])])
     return run_id
+
+
+def _create_experiment(spec: RetrainSpec, client: Any) -> str:
+    """A local store (sqlite/file) keeps its artifacts beside the runs, not in ./mlruns of the cwd."""
+    location = None
+    if str(client.tracking_uri).startswith(("sqlite:", "file:")) or "://" not in str(client.tracking_uri):
+        location = (Path(spec.storage) / "mlartifacts").as_uri()
+    return client.create_experiment(DEFAULT_EXPERIMENT, artifact_location=location)
 
 
 def _experiment_of(client: Any, run_id: str) -> str | None:
@@ -998,8 +1006,6 @@ def run_retrain(spec: RetrainSpec, *, address: str | None = None) -> dict[str, A
 
     Runs again with the same ``spec`` (``--resume``) continue from the latest checkpoint in the run dir.
     """
-    from ray.train import TrainingFailedError
-
     owned = connect_ray(address)
     try:
         check_cluster(spec)
@@ -1008,17 +1014,13 @@ def run_retrain(spec: RetrainSpec, *, address: str | None = None) -> dict[str, A
         spec.mlflow_run_id = _open_mlflow_run(spec, client)
         spec.tracking_uri = uri
         _save_spec(spec)
-        status, error, result = "FINISHED", None, None
+        error: BaseException | None = None
+        result = None
         try:
             result = _trainer(spec).fit()
-        except TrainingFailedError as exc:
-            status, error = "FAILED", exc
-        checkpoint = result.checkpoint if result is not None else _latest_checkpoint(spec)
-        history = read_history(checkpoint)
-        _log_history(client, spec.mlflow_run_id, history)
-        if error is not None:
-            client.set_tag(spec.mlflow_run_id, "ostr.error", str(error).splitlines()[0][:5000])
-        client.set_terminated(spec.mlflow_run_id, status=status)
+        except BaseException as exc:  # failed after its retries, interrupted, or Ray went away
+            error = exc
+        history = _finish_mlflow_run(spec, client, result, error)
         if error is not None:
             raise error
     finally:
@@ -1037,6 +1039,31 @@ def run_retrain(spec: RetrainSpec, *, address: str | None = None) -> dict[str, A
         "best_test_top1": max((h["test_top1"] for h in history), default=None),
         "history": history,
     }
+
+
+def _finish_mlflow_run(spec: RetrainSpec, client: Any, result: Any, error: BaseException | None) -> list[dict]:
+    """Log every finished epoch (from the latest checkpoint's history) and close the run; never masks
+    ``error``: a logging problem after a failed fit is only a warning."""
+    import warnings
+
+    history: list[dict[str, Any]] = []
+    try:
+        checkpoint = result.checkpoint if result is not None else _latest_checkpoint(spec)
+        history = read_history(checkpoint)
+        _log_history(client, spec.mlflow_run_id, history)
+        with tempfile.TemporaryDirectory() as folder:
+            for name, payload in ((HISTORY_FILE, history), ("genotype.json", spec.genotype_json)):
+                (Path(folder) / name).write_text(json.dumps(payload, indent=1))
+                client.log_artifact(spec.mlflow_run_id, str(Path(folder) / name))
+        if error is not None:
+            client.set_tag(spec.mlflow_run_id, "ostr.error", (str(error).splitlines() or [repr(error)])[0][:5000])
+        status = "FINISHED" if error is None else ("FAILED" if isinstance(error, Exception) else "KILLED")
+        client.set_terminated(spec.mlflow_run_id, status=status)
+    except Exception as exc:
+        if error is None:
+            raise
+        warnings.warn(f"could not finish MLflow run {spec.mlflow_run_id}: {exc}", stacklevel=2)
+    return history
 
 
 def _latest_checkpoint(spec: RetrainSpec) -> Any:

@@ -272,8 +272,9 @@ def test_table_i_every_metric_consensus_cost_and_stop_epochs(nb201_evidence):
     assert ostr["consensus_cell"] == A and ostr["consensus"] == {"cifar10_valid": 97.0, "cifar10_test": 98.0}
     mag = by_crit(table_i, "magnitude")
     assert mag["metrics"]["cifar10_test"]["mean"] == 86.0 and mag["metrics"]["cifar10_test"]["std"] == 0.0
-    # 11 reports of 10 s (the failed seed's epoch included: it was spent)
-    assert ostr["cost_trial_hours"] == pytest.approx(110 / 3600)
+    # one variant: report.json's Tune total; the epochs' own time is 11 reports of 10 s (the failed seed's too)
+    assert ostr["cost_trial_hours"] == 0.05
+    assert nb201_evidence["variants"][VARIANT]["epoch_trial_hours"] == pytest.approx(110 / 3600)
     assert ostr["stop_epochs"] == {"0": 4, "1": 4, "2": 2}
 
 
@@ -377,7 +378,7 @@ def test_table_path_from_launch_json_resolves_relative_to_the_experiment(tmp_pat
 def test_markdown_rendering_contains_the_expected_rows(nb201_evidence):
     text = ev.render_markdown(nb201_evidence)
     assert "**Table I: ground truth of the final cells (mean ± std over seeds)**" in text
-    assert "| OStr | 3 | 96.33 ± 0.94 | 97.33 ± 0.94 | 97.00 | 98.00 | 0.031 | 4,4,2 |" in text
+    assert "| OStr | 3 | 96.33 ± 0.94 | 97.33 ± 0.94 | 97.00 | 98.00 | 0.050 | 4,4,2 |" in text
     assert "| DARTS (magnitude) | 86.00 ± 0.00 | 86.00 (s0) | 86.00 (s0) | 3/3 | 1 | 1.00 | 3/3 |" in text
     assert "| OStr | 97.33 ± 0.94 | 98.00 (s0) | 96.00 (s2) | 2/3 | 2 | 0.33 | 0/3 |" in text
     assert "| DARTS (magnitude) | 0.00 | 1.67 | 1.00 ± 0.82 | 2.3 ± 1.2 |" in text
