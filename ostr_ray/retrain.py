@@ -1262,6 +1262,42 @@ def _debug_hooks(debug: dict[str, Any], rank: int, epoch: int | None) -> None:
             time.sleep(0.1)
 
 
+def train_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: RetrainConfig,
+    amp: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step of the protocol: (bf16 autocast) forward, loss + ``auxiliary_weight`` x auxiliary loss,
+    backward, gradient clipping, step. Returns the detached loss and logits. Shared with the GPU benchmark."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits, aux = model(x)
+        loss = criterion(logits, y)
+        if aux is not None and config.auxiliary_weight > 0:
+            loss = loss + config.auxiliary_weight * criterion(aux, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def make_optimizer(model: nn.Module, config: RetrainConfig) -> torch.optim.Optimizer:
+    """SGD with the protocol's momentum / nesterov / weight decay at the (batch-scaled) peak lr."""
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=effective_lr(config),
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
+    )
+
+
 def train_loop_per_worker(loop: dict[str, Any]) -> None:
     """One DDP worker: build the net, restore the latest checkpoint, train the remaining epochs.
 
@@ -1290,13 +1326,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
     genotype = space.genotype_from_json(loop["genotype_json"])
     model = build_network(loop["space"], genotype, config, loop["num_classes"])
     peak_lr = effective_lr(config)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=peak_lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        nesterov=config.nesterov,
-    )
+    optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
 
     start_epoch, history = 0, []
@@ -1378,18 +1408,9 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
             y = y.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits, aux = model(x)
-                loss = criterion(logits, y)
-                if aux is not None and config.auxiliary_weight > 0:
-                    loss = loss + config.auxiliary_weight * criterion(aux, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((logits.detach().argmax(1) == y).sum())
+            loss, logits = train_step(model, x, y, criterion=criterion, optimizer=optimizer, config=config, amp=use_amp)
+            loss_sum += float(loss) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         scheduler.step()
         train_time = time.time() - started
@@ -1467,5 +1488,7 @@ __all__ = [
     "resolve_genotype",
     "resume_retrain",
     "run_retrain",
+    "make_optimizer",
     "train_loop_per_worker",
+    "train_step",
 ]
