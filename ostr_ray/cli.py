@@ -269,16 +269,16 @@ def report(
     import json
 
     from ostr_ray import evidence
-    from ostr_ray import launch as launcher
     from ostr_ray.summary import launch_summary_table
 
     fmt = "json" if json_out else format_.lower()
     if fmt not in ("rich", "markdown", "json"):
         fail(f"--format {format_!r}: choose rich, markdown or json")
     try:
-        data = launcher.load_report(path)
-        found = evidence.build_evidence(path, nb201_table=nb201_table, metric=metric)
-    except (launcher.LaunchError, evidence.EvidenceError) as exc:
+        experiment = evidence.load_experiment(path)  # no Ray import: reading a report stays fast
+        data = experiment.report
+        found = evidence.build_evidence(experiment, nb201_table=nb201_table, metric=metric)
+    except evidence.EvidenceError as exc:
         fail(str(exc))
     files: list[str] = []
     if write:
@@ -385,6 +385,11 @@ def retrain(
     from ostr_ray import retrain as rt
 
     out = Console()
+
+    def show_size(spec: Any) -> None:
+        if not json_out:
+            _print_retrain_size(out, spec.summary())
+
     try:
         if resume:
             if genotype:
@@ -397,6 +402,7 @@ def retrain(
                 cpus_per_worker=cpus_per_worker,
                 gpus_per_worker=gpus_per_worker,
                 tracking_uri=tracking_uri,
+                on_start=show_size,
             )
         else:
             if not genotype:
@@ -429,9 +435,7 @@ def retrain(
                 else:
                     _print_retrain_size(out, summary)
                 return
-            if not json_out:
-                _print_retrain_size(out, summary)
-            result = rt.run_retrain(spec, address=address)
+            result = rt.run_retrain(spec, address=address, on_start=show_size)
     except rt.RetrainError as exc:
         fail(str(exc))
     except TrainingFailedError as exc:
@@ -471,6 +475,8 @@ def ui(
     port: Annotated[int, typer.Option(help="Port of the MLflow UI (bound to 127.0.0.1).")] = 5000,
 ) -> None:
     """Open a launch's MLflow record: runs `mlflow ui` on its SQLite store until Ctrl-C."""
+    import os
+    import signal
     import subprocess
 
     from ostr_ray import tracking
@@ -487,13 +493,39 @@ def ui(
         command += ["--artifacts-destination", (Path(path).resolve() / tracking.ARTIFACTS_DIR).as_uri()]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     typer.echo(f"MLflow UI for {path}: http://127.0.0.1:{port}  (Ctrl-C to stop)")
-    server = subprocess.Popen(command)
+    # MLflow 3's server also starts job-runner processes (huey) that outlive it unless their whole process
+    # group is stopped; a read-only look at a launch needs no jobs, so they are switched off.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the server as cleanly as Ctrl-C does
     try:
         code = server.wait()
-    except KeyboardInterrupt:  # the server got the same SIGINT; let it shut down
-        code = server.wait()
-    if code not in (0, -2, 130):
+    except KeyboardInterrupt:
+        code = _stop_group(server)
+    if code not in (0, -signal.SIGINT, 128 + signal.SIGINT):
         fail(f"mlflow ui exited with status {code}", code=1)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_group(process: Any) -> int:
+    """SIGINT to the process group (what a terminal's Ctrl-C does), then SIGKILL if it lingers."""
+    import os
+    import signal
+    import subprocess
+
+    for sig, wait in ((signal.SIGINT, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            return process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    return process.wait()
 
 
 def main() -> None:  # pragma: no cover

@@ -788,20 +788,20 @@ def variant_space(launch: Mapping[str, Any], variant: str, runs: Sequence[SeedRu
 
 
 def build_evidence(
-    path: str | Path,
+    path: str | Path | Experiment,
     *,
     nb201_table: str | Path | None = None,
     metric: str | None = None,
     eval_size: Mapping[str, int] | None = PAPER_EVAL_SIZE,
 ) -> dict[str, Any]:
-    """Every variant's statistics for the experiment directory ``path`` (see the module docstring).
+    """Every variant's statistics for the experiment directory ``path`` (or a loaded :class:`Experiment`).
 
     ``nb201_table`` overrides the variant configs' ``nb201_table``; ``eval_size`` sizes the DARTS evaluation
     networks (``None`` skips them).
     """
     from ostr_ray.nb201_bench import load_nb201_table
 
-    exp = load_experiment(path)
+    exp = path if isinstance(path, Experiment) else load_experiment(path)
     variants = list((exp.report.get("variants") or {}).keys())
     for trial in (exp.history or {}).get("trials", []):
         if trial.get("variant") not in variants:

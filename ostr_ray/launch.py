@@ -214,6 +214,7 @@ class CoordinatorCallback(tune.Callback):
         return state
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        _remember_staging(self.experiment_path, trial)
         key = _trial_key(trial)
         new_stats = []
         reports = [EpochReport.from_json(r) for r in json.loads(result.get("ostr_backfill", "[]"))]
@@ -283,21 +284,43 @@ class ConsensusStopper(tune.Stopper):
         return self.coordinator.experiment_should_stop() is not None
 
 
+def _remember_staging(experiment_path: str, trial: Any) -> None:
+    storage = getattr(trial, "storage", None)
+    staging = getattr(storage, "experiment_driver_staging_path", None)
+    if staging and experiment_path not in _DRIVER_STAGING:
+        _DRIVER_STAGING[experiment_path] = staging
+
+
 def _trial_key(trial: Any) -> TrialKey:
     params = trial.config["trial"]
     return TrialKey(params["variant"], int(params["seed"]))
 
 
+_DRIVER_STAGING: dict[str, str] = {}
+"""experiment path -> Tune's driver staging dir for it, once a trial has told us (see ``write_text``)."""
+
+
 def write_text(experiment_path: str, name: str, text: str) -> None:
-    """Atomic local write, or a write through pyarrow's file system for s3:// and other URIs."""
+    """Write a driver-side file of the experiment (atomically where local; through pyarrow for URIs).
+
+    While Tune runs, it periodically copies its driver staging directory over the experiment directory;
+    after a restore that staging copy holds the files as they were at restore time. So a file written
+    during a fit is written to the staging directory too, or Tune's next sync would roll it back.
+    """
     if "://" in experiment_path:
         import pyarrow.fs
 
         fs, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
         with fs.open_output_stream(f"{root}/{name}") as stream:
             stream.write(text.encode())
-        return
-    path = Path(experiment_path) / name
+    else:
+        _atomic_write(Path(experiment_path) / name, text)
+    staging = _DRIVER_STAGING.get(experiment_path)
+    if staging:
+        _atomic_write(Path(staging) / name, text)
+
+
+def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)

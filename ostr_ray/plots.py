@@ -171,20 +171,21 @@ def _bare(ax: Axes, title: str) -> None:
 
 
 def draw_nb201_cell(ax: Axes, genotype: str, title: str = "") -> None:
-    """NB201's 4-node cell: node 0 is the input, node 3 the output; 'none' edges are left out."""
+    """NB201's 4-node cell, nodes in a row (0 = input, 3 = output): neighbour edges straight, the two
+    skip-one edges arcing above, 0→3 arcing below; 'none' edges are left out."""
     from searchspaces.nb201 import EDGES
 
     ops = get_space("nb201").parse_genotype(genotype).ops
-    position = {0: (0.0, 0.0), 1: (1.0, 1.0), 2: (2.0, -1.0), 3: (3.0, 0.0)}
+    position = {node: (1.4 * node, 0.0) for node in range(4)}
     for (dst, src), op in zip(EDGES, ops):
         if op == "none":
             continue
-        rad = 0.35 if (src, dst) == (0, 3) else 0.0
+        rad = {1: 0.0, 2: -0.55, 3: 0.4}[dst - src]
         _arrow(ax, position[src], position[dst], short_op(op), rad)
     for node, xy in position.items():
         _node(ax, xy, str(node), "#f6e3c6" if node in (0, 3) else "#dbe9f6")
-    ax.set_xlim(-0.5, 3.5)
-    ax.set_ylim(-1.6, 1.6)
+    ax.set_xlim(-0.4, 4.6)
+    ax.set_ylim(-1.2, 1.2)
     _bare(ax, title)
 
 
@@ -225,7 +226,7 @@ def cell_figure(space_name: str, genotypes: Mapping[str, str]) -> Figure:
     if not darts:  # small NB201 cells: wrap into up to 3 columns
         cols = min(3, n)
     nrows = -(-n // cols) if not darts else n
-    fig = Figure(figsize=(4.6 * cols, (3.6 if darts else 2.4) * nrows))
+    fig = Figure(figsize=(4.6 * cols, (3.6 if darts else 2.3) * nrows + 0.3))
     axes = np.atleast_2d(fig.subplots(nrows, cols, squeeze=False))
     for ax in axes.flat:
         ax.set_axis_off()

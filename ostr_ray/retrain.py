@@ -31,7 +31,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -57,7 +57,9 @@ FLOPS_CONVENTION = (
     "BN, activations, pooling and additions are not counted. params exclude the auxiliary head."
 )
 MLFLOW_RUN_ID = re.compile(r"^(?:runs:/)?([0-9a-f]{32})/?$")
-CONSENSUS_TAG = "ostr.consensus_genotype"
+CONSENSUS_TAGS = ("consensus_genotype", "ostr.consensus_genotype")
+CONSENSUS_TAG = CONSENSUS_TAGS[0]
+"""The launch run's consensus tag as :mod:`ostr_ray.tracking` writes it (``<variant>/...`` with several)."""
 GENOTYPE_TAG_PREFIX = "genotype."
 GENOTYPES_ARTIFACT = "genotypes.json"
 
@@ -283,10 +285,12 @@ def resolve_genotype(
     genotype of ``criterion``, default the launch's criterion; ``criterion`` alone picks the criterion's
     consensus); an ``ostr-ray search`` output directory (its final genotype of ``criterion``); or an MLflow run
     id (``runs:/<id>`` too) of a search trial or launch, read from its ``genotype.<criterion>`` /
-    ``ostr.consensus_genotype`` tags, else its ``genotypes.json`` artifact.
+    ``consensus_genotype`` tags (:mod:`ostr_ray.tracking`'s names), else its ``genotypes.json`` artifact; with
+    ``seed``, the launch run's trial of that seed.
 
     ``source`` always has ``search_run_id`` and ``parent_run_id`` (None when unknown) and says where the
-    genotype came from (``kind``: text, file, launch, search, mlflow).
+    genotype came from (``kind``: text, file, launch, search, mlflow). A launch directory's MLflow record
+    (``mlflow_runs.json``) gives the run ids and its ``tracking_uri``.
     """
     if not isinstance(text, str) or not text.strip():
         raise RetrainError("GENOTYPE is empty; give a genotype, a JSON file, a launch dir or an MLflow run id")
@@ -301,7 +305,7 @@ def resolve_genotype(
         return _from_path(path, criterion=criterion, seed=seed, variant=variant, source=source)
     match = MLFLOW_RUN_ID.match(text)
     if match:
-        return _from_mlflow(match.group(1), criterion=criterion, seed=seed, tracking_uri=tracking_uri)
+        return _from_mlflow(match.group(1), criterion=criterion, seed=seed, variant=variant, tracking_uri=tracking_uri)
     space, genotype = decode_genotype(text)
     return space, genotype, source
 
@@ -404,13 +408,15 @@ def _from_launch_report(
     config = ((report.get("launch") or {}).get("variants") or {}).get(variant, {})
     space_hint = config.get("space")
     crit = criterion or report.get("criterion") or config.get("criterion") or "ostr"
-    mlflow_info = report.get("mlflow") or {}
+    runs = _launch_mlflow_runs(path.parent)
     source: dict[str, Any] = {
         "kind": "launch",
         "path": str(path.parent.resolve()),
         "variant": variant,
-        "search_run_id": mlflow_info.get("parent_run_id"),
-        "parent_run_id": mlflow_info.get("parent_run_id"),
+        "search_run_id": runs.get("parent_run_id"),  # the consensus comes from the launch run itself
+        "parent_run_id": runs.get("parent_run_id"),
+        "tracking_uri": runs.get("tracking_uri"),
+        "experiment_id": runs.get("experiment_id"),
     }
     if seed is not None:
         seeds = data.get("seeds") or {}
@@ -419,10 +425,8 @@ def _from_launch_report(
         text = (seeds[str(seed)].get("genotypes") or {}).get(crit)
         if not text:
             raise RetrainError(f"seed {seed} of launch {path.parent} has no {crit!r} genotype")
-        trial_runs = mlflow_info.get("trial_run_ids") or {}
-        source.update(
-            seed=seed, criterion=crit, search_run_id=trial_runs.get(f"{variant}/{seed}") or source["search_run_id"]
-        )
+        trial_run = (runs.get("children") or {}).get(f"{variant}/{seed}")
+        source.update(seed=seed, criterion=crit, search_run_id=trial_run or source["search_run_id"])
     elif criterion is not None:
         text = (data.get("criterion_consensus") or {}).get(criterion)
         if not text:
@@ -437,6 +441,18 @@ def _from_launch_report(
     return space, genotype, source
 
 
+def _launch_mlflow_runs(launch_dir: Path) -> dict[str, Any]:
+    """The launch's MLflow record (``mlflow_runs.json``, written by :mod:`ostr_ray.tracking`): tracking URI,
+    experiment, parent run and ``{"<variant>/<seed>": child run id}``; empty when the launch was not tracked."""
+    from ostr_ray.tracking import RUNS_FILE
+
+    try:
+        data = json.loads((launch_dir / RUNS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _mlflow_client(tracking_uri: str | None):
     from mlflow import MlflowClient
 
@@ -444,26 +460,36 @@ def _mlflow_client(tracking_uri: str | None):
 
 
 def _from_mlflow(
-    run_id: str, *, criterion: str | None, seed: int | None, tracking_uri: str | None
+    run_id: str, *, criterion: str | None, seed: int | None, variant: str | None, tracking_uri: str | None
 ) -> tuple[str, Any, dict[str, Any]]:
+    """A launch run (``ostr.role=parent``: its ``consensus_genotype`` tag, ``<variant>/consensus_genotype``
+    with several variants; ``seed`` goes to that seed's trial run) or a trial run (``genotype.<criterion>``)."""
     from mlflow.exceptions import MlflowException
 
     client = _mlflow_client(tracking_uri)
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
-        where = tracking_uri or "the default tracking URI"
-        raise RetrainError(f"no MLflow run {run_id} at {where}: {str(exc).splitlines()[0]}") from None
+        raise RetrainError(
+            f"no MLflow run {run_id} at {tracking_uri}: {str(exc).splitlines()[0]} (pass --tracking-uri?)"
+        ) from None
     if seed is not None:
-        run = _child_for_seed(client, run, seed)
+        run = _child_for_seed(client, run, seed, variant)
     tags, params = run.data.tags, run.data.params
+    parent_tags = tags
+    if tags.get("mlflow.parentRunId"):
+        try:
+            parent_tags = client.get_run(tags["mlflow.parentRunId"]).data.tags
+        except MlflowException:
+            parent_tags = {}
     space_hint = tags.get("ostr.space") or params.get("space")
-    default_crit = tags.get("ostr.criterion") or params.get("criterion") or "ostr"
+    default_crit = tags.get("ostr.criterion") or parent_tags.get("ostr.criterion") or params.get("criterion") or "ostr"
+    consensus = _consensus_tag(tags, variant, run.info.run_id)
     text = None
     if criterion is not None:
         text = tags.get(GENOTYPE_TAG_PREFIX + criterion)
-    elif tags.get(CONSENSUS_TAG):
-        text = tags[CONSENSUS_TAG]
+    elif consensus:
+        text = consensus
     else:
         text = tags.get(GENOTYPE_TAG_PREFIX + default_crit)
     if not text:
@@ -475,25 +501,53 @@ def _from_mlflow(
             f"({wanted}, {CONSENSUS_TAG} or a {GENOTYPES_ARTIFACT} artifact)"
         )
     space, genotype = decode_genotype(text, space_hint)
+    from_consensus = criterion is None and bool(consensus)
     source = {
         "kind": "mlflow",
         "search_run_id": run.info.run_id,
-        "parent_run_id": tags.get("mlflow.parentRunId"),
+        # a trial nests under its launch's run; a launch's consensus nests under the launch run itself
+        "parent_run_id": tags.get("mlflow.parentRunId") or (run.info.run_id if from_consensus else None),
         "experiment_id": run.info.experiment_id,
-        "criterion": criterion or (None if tags.get(CONSENSUS_TAG) else default_crit),
+        "tracking_uri": tracking_uri,
+        "criterion": None if from_consensus else (criterion or default_crit),
+        "consensus": from_consensus,
     }
+    if tags.get("ostr.seed") is not None:
+        source["seed"] = int(tags["ostr.seed"])
     return space, genotype, source
 
 
-def _child_for_seed(client: Any, run: Any, seed: int) -> Any:
-    """The child run (trial) of a launch run whose ``seed`` param or tag is ``seed``."""
+def _consensus_tag(tags: Mapping[str, str], variant: str | None, run_id: str) -> str | None:
+    """The consensus genotype tag: ``consensus_genotype`` (the tracking module's, one variant),
+    ``<variant>/consensus_genotype`` (several variants) or ``ostr.consensus_genotype``."""
+    if variant is not None:
+        return tags.get(f"{variant}/{CONSENSUS_TAGS[0]}")
+    for name in CONSENSUS_TAGS:
+        if tags.get(name):
+            return tags[name]
+    per_variant = {k.split("/")[0]: v for k, v in tags.items() if k.endswith("/" + CONSENSUS_TAGS[0]) and v}
+    if len(per_variant) > 1:
+        raise RetrainError(f"MLflow run {run_id} has variants {sorted(per_variant)}; pick one with --variant")
+    return next(iter(per_variant.values()), None)
+
+
+def _child_for_seed(client: Any, run: Any, seed: int, variant: str | None) -> Any:
+    """The trial run (child) of a launch run whose ``ostr.seed`` tag (or ``seed`` param) is ``seed``."""
     children = client.search_runs(
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", max_results=1000
     )
-    for child in children:
-        if str(seed) in (child.data.params.get("seed"), child.data.tags.get("ostr.seed")):
-            return child
-    raise RetrainError(f"MLflow run {run.info.run_id} has no child run for seed {seed}")
+    matches = [
+        child
+        for child in children
+        if str(seed) in (child.data.tags.get("ostr.seed"), child.data.params.get("seed"))
+        and variant in (None, child.data.tags.get("ostr.variant"))
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise RetrainError(f"MLflow run {run.info.run_id} has no child run for seed {seed}")
+    variants = sorted(str(m.data.tags.get("ostr.variant")) for m in matches)
+    raise RetrainError(f"MLflow run {run.info.run_id} has seed {seed} in variants {variants}; pick one with --variant")
 
 
 def _genotype_artifact(client: Any, run_id: str, criterion: str | None) -> str | None:
@@ -713,9 +767,15 @@ def prepare_retrain(
         raise RetrainError(f"--max-failures must be >= -1 (-1 = unlimited), got {max_failures}")
     if dataset not in DATASETS:
         raise RetrainError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    from ostr_ray.tracking import TrackingError, resolve_tracking_uri
+
+    storage_root = Path(storage or "ostr_runs").expanduser().resolve()
+    try:
+        lookup_uri = resolve_tracking_uri(tracking_uri, str(storage_root))
+    except TrackingError as exc:
+        raise RetrainError(str(exc)) from None
     space, genotype, source = resolve_genotype(
-        genotype_text, criterion=criterion, seed=seed, variant=variant, tracking_uri=uri
+        genotype_text, criterion=criterion, seed=seed, variant=variant, tracking_uri=lookup_uri
     )
     protocol = protocol or default_protocol(space, dataset)
     config = build_retrain_config(protocol, overrides, augment=augment, epochs=epochs)
@@ -741,7 +801,6 @@ def prepare_retrain(
             f"{size['mult_adds_m']:.1f}M multiply-adds at {config.flops_resolution}x{config.flops_resolution} exceeds "
             f"the {config.protocol} limit of {config.max_mult_adds_m:g}M (mobile setting); pass --allow-large"
         )
-    storage_root = Path(storage or "ostr_runs").expanduser().resolve()
     return RetrainSpec(
         space=space,
         genotype=genotype.to_str(),
@@ -758,7 +817,8 @@ def prepare_retrain(
         max_failures=max_failures,
         storage=str(storage_root),
         name=name or f"retrain-{space}-{config.protocol}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tracking_uri=tracking_uri,
+        # a launch dir's own store, so the retrain run lands beside (and nests under) its search runs
+        tracking_uri=tracking_uri or source.get("tracking_uri"),
     )
 
 
@@ -780,20 +840,17 @@ def _save_spec(spec: RetrainSpec) -> None:
 
 
 def tracking_uri_for(spec: RetrainSpec) -> str:
-    """``--tracking-uri`` > ``MLFLOW_TRACKING_URI`` > ``sqlite:///<storage>/mlflow.db``, through the
-    project's tracking module when it is there."""
-    try:
-        from ostr_ray import tracking  # optional: the project's MLflow module, when it exists
+    """``--tracking-uri`` (or the launch's recorded store) > ``MLFLOW_TRACKING_URI`` >
+    ``sqlite:///<storage>/mlflow.db``, by :func:`ostr_ray.tracking.resolve_tracking_uri`; checked with one
+    cheap call (a dead server fails here, in seconds, before Ray starts)."""
+    from ostr_ray.tracking import TrackingError, check_tracking_uri, resolve_tracking_uri
 
-        resolve = getattr(tracking, "resolve_tracking_uri", None)
-    except ImportError:
-        resolve = None
-    if resolve is not None:
-        try:
-            return resolve(spec.tracking_uri, spec.storage)
-        except TypeError:
-            pass
-    return spec.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(spec.storage) / 'mlflow.db'}"
+    try:
+        uri = resolve_tracking_uri(spec.tracking_uri, spec.storage)
+        check_tracking_uri(uri)
+    except TrackingError as exc:
+        raise RetrainError(str(exc)) from None
+    return uri
 
 
 def _flat_params(spec: RetrainSpec) -> dict[str, str]:
@@ -961,7 +1018,7 @@ def check_cluster(spec: RetrainSpec) -> None:
 
 
 def _trainer(spec: RetrainSpec) -> Any:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     resources_per_worker = {"CPU": spec.cpus_per_worker}
@@ -988,6 +1045,7 @@ def _trainer(spec: RetrainSpec) -> Any:
             storage_path=spec.storage,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=LoggingConfig(log_level="WARNING"),  # rank 0 prints one line per epoch
         ),
     )
 
@@ -1001,19 +1059,25 @@ def read_history(checkpoint: Any) -> list[dict[str, Any]]:
         return json.loads(path.read_text()) if path.is_file() else []
 
 
-def run_retrain(spec: RetrainSpec, *, address: str | None = None) -> dict[str, Any]:
+def run_retrain(
+    spec: RetrainSpec, *, address: str | None = None, on_start: Callable[[RetrainSpec], None] | None = None
+) -> dict[str, Any]:
     """Train ``spec`` on Ray Train and log it to MLflow; returns the summary with the final metrics.
 
-    Runs again with the same ``spec`` (``--resume``) continue from the latest checkpoint in the run dir.
+    ``on_start(spec)`` runs once every check passed and the MLflow run exists, right before training (the
+    CLI prints the network's size there, so bad input stays a one-line error). Runs again with the same
+    ``spec`` (``--resume``) continue from the latest checkpoint in the run dir.
     """
+    uri = tracking_uri_for(spec)  # seconds; before Ray, which takes longer to start
     owned = connect_ray(address)
     try:
         check_cluster(spec)
-        uri = tracking_uri_for(spec)
         client = _mlflow_client(uri)
         spec.mlflow_run_id = _open_mlflow_run(spec, client)
         spec.tracking_uri = uri
         _save_spec(spec)
+        if on_start is not None:
+            on_start(spec)
         error: BaseException | None = None
         result = None
         try:
@@ -1083,6 +1147,7 @@ def resume_retrain(
     cpus_per_worker: float | None = None,
     gpus_per_worker: float | None = None,
     tracking_uri: str | None = None,
+    on_start: Callable[[RetrainSpec], None] | None = None,
 ) -> dict[str, Any]:
     """Continue the retrain in ``run_dir`` from its latest checkpoint, logging into the same MLflow run.
 
@@ -1104,7 +1169,7 @@ def resume_retrain(
         raise RetrainError(f"batch_size does not split evenly over {spec.workers} workers")
     spec.storage = str(Path(run_dir).expanduser().resolve().parent)
     spec.name = Path(run_dir).expanduser().resolve().name
-    return run_retrain(spec, address=address)
+    return run_retrain(spec, address=address, on_start=on_start)
 
 
 # ------------------------------------------------------------------------------------------- workers
@@ -1329,20 +1394,21 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
 
-    start_epoch, history = 0, []
+    start_epoch, history, state = 0, [], None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
             history = json.loads((Path(folder) / HISTORY_FILE).read_text())
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"])
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(model)  # to the device (same Parameter objects) + DDP
     net = model.module if hasattr(model, "module") else model
+    if state is not None:  # after the move, so the momentum buffers land on the parameters' device
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
 
     per_worker = config.batch_size // world
     if loop["dataset"] == "imagenet":
@@ -1402,15 +1468,18 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
         else:
             train_loader.sampler.set_epoch(epoch)
             batches = train_loader
-        loss_sum, correct, seen = 0.0, 0, 0
+        # Running sums stay on the device: no host sync per step.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         for x, y in batches:
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             loss, logits = train_step(model, x, y, criterion=criterion, optimizer=optimizer, config=config, amp=use_amp)
-            loss_sum += float(loss) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += loss.double() * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
         scheduler.step()
         train_time = time.time() - started
@@ -1428,7 +1497,9 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
                 top1 += int(hits[:, 0].sum())
                 top5 += int(hits.any(dim=1).sum())
                 tested += len(y)
-        loss_sum, correct, seen, top1, top5, tested = _all_reduce([loss_sum, correct, seen, top1, top5, tested], device)
+        loss_sum, correct, seen, top1, top5, tested = _all_reduce(
+            [float(loss_sum), int(correct), seen, top1, top5, tested], device
+        )
         metrics = {
             "epoch": epoch + 1,
             "epochs": config.epochs,

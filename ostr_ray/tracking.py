@@ -35,6 +35,7 @@ import atexit
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -127,10 +128,15 @@ def check_tracking_uri(uri: str, timeout: int = CHECK_TIMEOUT_S) -> None:
         with _environ(**settings):
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as exc:
-        hint = ""
-        if urlparse(uri).scheme in ("", "file"):
-            hint = " (MLflow 3 refuses the file store by default: use sqlite:///<path>/mlflow.db or a server)"
-        raise TrackingError(f"cannot use MLflow tracking URI {uri!r}: {_one_line(exc)}{hint}") from None
+        if _is_remote(uri):
+            cause = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+            timed_out = "timed out" in str(exc).lower() or "timeout" in str(exc).lower()
+            why = cause.group(1).strip() if cause else f"no answer within {timeout} s" if timed_out else _one_line(exc)
+            raise TrackingError(f"cannot reach the MLflow server at --tracking-uri {uri!r}: {why}") from None
+        why = _one_line(exc)
+        if urlparse(uri).scheme in ("", "file") and "filesystem tracking backend" in str(exc):
+            why = "MLflow 3 refuses the plain file store; use sqlite:///<path>/mlflow.db or an http(s) server"
+        raise TrackingError(f"cannot use MLflow tracking URI {uri!r}: {why}") from None
 
 
 # ---------------------------------------------------------------------------------------------- params
@@ -189,6 +195,12 @@ def _versions() -> dict[str, str]:
 def _terminal(status: str) -> str:
     """Coordinator trial status -> MLflow run status."""
     return {"finished": "FINISHED", "stopped": "FINISHED", "failed": "FAILED"}.get(status, "KILLED")
+
+
+def _metric_key(key: str) -> str:
+    """MLflow keys allow letters, digits, ``_ - . /`` and spaces; anything else (say, from an NB201 table's
+    column names) would fail the whole epoch's batch."""
+    return re.sub(r"[^\w\-./ ]", "_", key)
 
 
 def _trial_name(key: TrialKey) -> str:
@@ -272,7 +284,7 @@ class LaunchRecorder:
         parent = self._live_run(saved.get("parent_run_id")) or self._find_parent()
         if parent is not None:
             self.parent_run_id = parent.info.run_id
-            self.client.update_run(self.parent_run_id, status="RUNNING")
+            self._reopen(self.parent_run_id)
             self._parent_last = self._logged_stats_epochs()
             for trial, run_id in saved.get("children", {}).items():
                 variant, _, seed = trial.rpartition("/")
@@ -361,12 +373,12 @@ class LaunchRecorder:
             child = self._child(key, create=True)
             child.reports[report.epoch] = report
             if not child.open:  # a retried or resumed trial reporting again
-                self.client.update_run(child.run_id, status="RUNNING")
+                self._reopen(child.run_id)
                 child.open = True
             if report.epoch <= child.last_epoch:
                 return  # re-sent after a retry or restore: already in the store
             now = int(time.time() * 1000)
-            metrics = [Metric(k, float(v), now, report.epoch) for k, v in report.scalars().items()]
+            metrics = [Metric(_metric_key(k), float(v), now, report.epoch) for k, v in report.scalars().items()]
             tags = [RunTag(f"genotype.{c}", _tag_value(g)) for c, g in report.genotypes.items() if g]
             self.client.log_batch(child.run_id, metrics=metrics, tags=tags)
             child.last_epoch = report.epoch
@@ -386,7 +398,9 @@ class LaunchRecorder:
                 **{f"agreement_{c}": a for c, a in stats.criterion_agreement.items() if c != stats.criterion},
             }
             now = int(time.time() * 1000)
-            metrics = [Metric(prefix + k, float(v), now, stats.epoch) for k, v in values.items() if v is not None]
+            metrics = [
+                Metric(_metric_key(prefix + k), float(v), now, stats.epoch) for k, v in values.items() if v is not None
+            ]
             tags = []
             if stats.consensus_genotype:
                 tags.append(RunTag(prefix + "consensus_genotype", _tag_value(stats.consensus_genotype)))
@@ -464,6 +478,7 @@ class LaunchRecorder:
             self.client.set_tag(child.run_id, "ostr.failure_reason", _tag_value(why))
         self.client.set_terminated(child.run_id, terminal)
         child.open = False
+        child.reports.clear()  # logged; a trial that reports again (a resumed errored one) re-sends them
 
     def _history(self, key: TrialKey, child: _Child) -> list[EpochReport]:
         """Every epoch's report of the trial: from this driver's memory, or the coordinator's stored reports
@@ -500,8 +515,9 @@ class LaunchRecorder:
             if data.get("agreement") is not None:
                 tags.append(RunTag(prefix + "agreement", f"{data['agreement']:.4f}"))
         now = int(time.time() * 1000)
+        driver_run = len(self.client.get_metric_history(run_id, "wall_seconds_this_run"))  # 0, then 1 per resume
         metrics = [
-            Metric(k, float(report[k]), now, 0)
+            Metric(k, float(report[k]), now, driver_run)
             for k in ("search_cost_trial_hours", "wall_seconds_this_run")
             if isinstance(report.get(k), (int, float))
         ]
@@ -525,6 +541,9 @@ class LaunchRecorder:
                     child.open = False
         self.client.set_terminated(self.parent_run_id, status)
         self._parent_open = False
+        if self._atexit_registered:
+            atexit.unregister(self._at_exit)
+            self._atexit_registered = False
         self._save_runs()
 
     # -- store helpers -------------------------------------------------------------------------------------
@@ -576,6 +595,14 @@ class LaunchRecorder:
             max_results=1,
         )
         return runs[0] if runs else None
+
+    def _reopen(self, run_id: str) -> None:
+        """A run continues (resume, retry): RUNNING again, without the reason it was stopped for."""
+        tags = self.client.get_run(run_id).data.tags
+        for key in ("ostr.failure_reason", "ostr.stop_reason"):
+            if key in tags:
+                self.client.delete_tag(run_id, key)
+        self.client.update_run(run_id, status="RUNNING")
 
     def _is_running(self, run_id: str) -> bool:
         return self.client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING)

@@ -503,3 +503,5 @@ def test_cli_report_markdown_and_json(nb201_dir, table_csv):
     assert bad.exit_code == 2
     missing = runner.invoke(app, ["report", str(nb201_dir), "--nb201-table", str(nb201_dir / "nope.csv")])
     assert missing.exit_code == 2
+    assert runner.invoke(app, ["report", str(nb201_dir), "--metric", "top5", "--no-write"]).exit_code == 2
+    assert runner.invoke(app, ["report", str(nb201_dir / "absent")]).exit_code == 2

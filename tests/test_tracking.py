@@ -205,6 +205,7 @@ def _check_run_tree(client, name, seeds, epochs, tmp_path, *, heatmap_epochs=())
     assert sorted(int(c.data.params["seed"]) for c in children) == seeds
     for child in children:
         assert child.info.status == "FINISHED", child.data.tags.get("ostr.failure_reason")
+        assert "ostr.failure_reason" not in child.data.tags
         seed = child.data.params["seed"]
         assert child.data.tags["ostr.trial"] == f"demo/{seed}"
         assert child.data.params["variant"] == child.data.params["preset"] == "demo"
@@ -273,32 +274,45 @@ def test_ctrl_c_kills_the_runs_and_resume_continues_them(tmp_path, local_ray):
     assert parent.info.run_id == parent_id and len(children) == 2
 
 
-def test_launch_recorded_on_a_real_mlflow_server(tmp_path, local_ray):
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        assert process.poll() is None, "the MLflow server exited"
+        assert time.time() < deadline, "the MLflow server never became healthy"
+        time.sleep(1)
+
+
+# MLflow 3's server otherwise starts job-runner (huey) processes, needless here
+NO_JOBS = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def test_launch_recorded_on_a_real_mlflow_server(tmp_path, local_ray):
+    port = _free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"]
         + ["--artifacts-destination", str(tmp_path / "server-artifacts")]
         + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         cwd=tmp_path,
+        env=NO_JOBS,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, "mlflow server exited"
-            assert time.time() < deadline, "mlflow server never became healthy"
-            time.sleep(1)
+        _wait_healthy(url, server)
         spec = _spec(tmp_path, "served", seeds="2", tracking_uri=url)
         report = run_launch(spec)
         assert report["mlflow"]["tracking_uri"] == url
@@ -383,3 +397,35 @@ def test_a_trial_failing_before_its_first_report_gets_a_failed_child(tmp_path):
     assert parent.info.status == "FINISHED"
     assert [c.info.status for c in children] == ["FAILED"]
     assert children[0].data.tags["ostr.failure_reason"] == "data set missing"
+
+
+def test_ui_command_serves_the_launch_record_and_stops_cleanly(tmp_path):
+    spec = _spec(tmp_path, "look", seeds="1")
+    recorder = LaunchRecorder.from_spec(spec)
+    recorder.start(spec)
+    for epoch in (1, 2):
+        recorder.on_trial_report(TrialKey("demo", 0), fake_report("nb201", 0, epoch))
+    recorder.finish(
+        {"stop_reason": "every trial ended", "variants": {"demo": {"seeds": {"0": {"status": "finished"}}}}}
+    )
+    port = _free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "ostr_ray.cli", "ui", str(tmp_path / "look"), "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", ui)
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=look"
+        ) as answer:
+            assert json.loads(answer.read())["experiment"]["name"] == "look"
+    finally:
+        ui.terminate()  # the CLI stops its server's whole process group, as on Ctrl-C
+        out, _ = ui.communicate(timeout=60)
+    assert ui.returncode == 0 and f"http://127.0.0.1:{port}" in out
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlartifacts").exists()
