@@ -95,13 +95,18 @@ def build_data(config: SearchConfig, device: torch.device) -> SearchData:
 
 
 def _channels_last(config: SearchConfig, device: torch.device) -> bool:
-    return device.type == "cuda" if config.channels_last is None else bool(config.channels_last)
+    # Off unless asked for: on an H100 channels_last made the NB201 and PC-DARTS search steps 20-25% slower
+    # and the DARTS step no faster (benchmarks/gpu_check.sh; README, Benchmarks).
+    return device.type == "cuda" and bool(config.channels_last)
 
 
 def _autocast_dtype(config: SearchConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or config.amp == "off":
+    # "auto" is fp32: the supernets' small convolutions leave an H100 waiting on kernel launches, and bf16
+    # autocast's casts made every preset's step 5-30% slower there (README, Benchmarks). "bf16" opts in;
+    # it needs no loss scaling, so strength is read from the gradients as they are.
+    if device.type != "cuda" or config.amp != "bf16":
         return None
-    return torch.bfloat16  # "auto" and "bf16"; bf16 needs no loss scaling, so gradients are read as is
+    return torch.bfloat16
 
 
 class Searcher:
