@@ -175,6 +175,7 @@ def launch(
     epochs: Annotated[int | None, typer.Option(help="Override the preset's epochs.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Override the preset's data set.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Data root.")] = None,
+    download: Annotated[bool, typer.Option(help="Download torchvision data sets when missing.")] = False,
     nb201_table: Annotated[str | None, typer.Option(help="NB201 ground truth for every epoch.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of the live table.")] = False,
@@ -193,7 +194,8 @@ def launch(
             report = launcher.resume_launch(resume, listeners=[view], view=view, address=address)
         else:
             overrides = _overrides(
-                set_, epochs=epochs, dataset=dataset, data_dir=data_dir, nb201_table=nb201_table
+                set_, epochs=epochs, dataset=dataset, data_dir=data_dir, nb201_table=nb201_table,
+                download=download or None,
             )
             spec = launcher.build_spec(
                 preset=preset,
@@ -375,6 +377,7 @@ def retrain(
     variant: Annotated[str | None, typer.Option(help="Launch variant, when the launch has several.")] = None,
     max_failures: Annotated[int, typer.Option(help="Worker-group restarts from the last checkpoint.")] = 2,
     resume: Annotated[str | None, typer.Option(help="Continue the retrain in this run dir.")] = None,
+    download: Annotated[bool, typer.Option(help="Download torchvision data sets when missing.")] = False,
     set_: SetOpt = None,
 ) -> None:
     """Train a found architecture from scratch (DDP on Ray Train), logged to MLflow next to its search."""
@@ -414,7 +417,7 @@ def retrain(
                 protocol=protocol,
                 augment=augment,
                 epochs=epochs,
-                overrides=rt.parse_set(set_),
+                overrides={**rt.parse_set(set_), **({"download": True} if download else {})},
                 workers=workers or 1,
                 cpus_per_worker=cpus_per_worker or 1.0,
                 gpus_per_worker=gpus_per_worker or 0.0,

@@ -34,7 +34,8 @@ PY
 echo "alive Ray nodes: $nodes"
 [ "$nodes" -ge 2 ] || { echo "expected 2 nodes, got $nodes" >&2; exit 1; }
 
-"$BIN/ostr-ray" launch --address "127.0.0.1:$PORT" --preset demo --seeds 2 --cpus-per-trial 1 \
+# --address auto finds the cluster through RAY_ADDRESS (as on a `ray up` head node, where Ray sets it up)
+RAY_ADDRESS="127.0.0.1:$PORT" "$BIN/ostr-ray" launch --address auto --preset demo --seeds 2 --cpus-per-trial 1 \
   --storage "$STORAGE" --name multinode --quiet --json \
   --set dataset=synthetic --set image_size=8 --set "space_kwargs={C: 4, N: 1}" \
   --set train_size=64 --set val_size=64 --set batch_size=16 --set epochs=2 --set patience=0 \

@@ -61,6 +61,13 @@ def test_three_seed_launch_end_to_end_matches_in_process_search(tmp_path, local_
     assert 0 < variant["agreement"] <= 1
     assert report["search_cost_trial_hours"] > 0
     assert load_report(str(tmp_path / "e2e")) == json.loads(json.dumps(report))
+    from typer.testing import CliRunner
+
+    from ostr_ray.cli import app
+
+    status = CliRunner().invoke(app, ["status", str(tmp_path / "e2e"), "--json"])
+    assert status.exit_code == 0, status.output
+    assert {s["last_epoch"] for s in json.loads(status.output)["variants"]["demo"]["seeds"].values()} == {3}
     # a trial runs exactly the in-process search of the same seed
     alone = Searcher(build_config("demo", tiny_overrides(seed=1, threads=1))).run()
     assert variant["seeds"]["1"]["genotypes"] == alone.final_genotypes
