@@ -14,6 +14,7 @@ from ostr_ray.events import EpochReport
 from searchspaces import get_space
 from searchspaces.darts import DartsGenotype
 from searchspaces.nb201 import NB201Genotype
+from tests.conftest import make_report
 
 NB201 = get_space("nb201")
 DARTS = get_space("darts")
@@ -56,29 +57,9 @@ def report(
     if matrices is None:
         matrices = {"normal": strength_for(text, rows) if scores is None else np.asarray(scores, float)}
     genotypes = {"ostr": text, **(extra or {})}
-    return EpochReport(
-        epoch=epoch,
-        epochs=10,
-        seed=seed,
-        space=space,
-        train_loss=1.0,
-        train_acc=0.5,
-        val_loss=1.0,
-        val_acc=0.5,
-        w_lr=0.025,
-        a_lr=3e-4,
-        arch_active=bool(text),
-        alphas={c: np.zeros_like(m) for c, m in matrices.items()},
-        betas={c: np.full_like(m, 1.0 / m.shape[1]) for c, m in matrices.items()},
-        scores={name: dict(matrices) for name in SCORE_NAMES},
-        stderr={name: {c: np.zeros_like(m) for c, m in matrices.items()} for name in SCORE_NAMES},
-        genotypes=genotypes if text else {},
-        changed={c: False for c in genotypes},
+    return make_report(
+        epoch, seed, genotypes if text else {}, matrices, space=space, stop_reason=stop_reason,
         stable_for={c: stable_for for c in genotypes},
-        decisiveness={},
-        epoch_seconds=1.0,
-        images_per_s=10.0,
-        stop_reason=stop_reason,
     )
 
 

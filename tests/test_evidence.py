@@ -18,9 +18,9 @@ import pytest
 from scipy.stats import spearmanr
 
 from ostr_ray import evidence as ev
-from ostr_ray.events import EpochReport
 from searchspaces.darts import DARTS_V1, DARTS_V2, PC_DARTS
 from searchspaces.nb201 import NB201Genotype
+from tests.conftest import make_report
 
 V = {"none": 0.0, "skip_connect": 1.0, "nor_conv_1x1": 2.0, "nor_conv_3x3": 3.0, "avg_pool_3x3": 0.5}
 SCORE_NAMES = ("ostr", "ostr_star", "naive")
@@ -69,29 +69,9 @@ def epoch_report(epoch, seed, genotypes, *, scores=None, betas=None, space="nb20
     cells = ("normal",) if space == "nb201" else ("normal", "reduce")
     scores = {c: row_matrix([0.2] * shape[1], shape) if scores is None else scores for c in cells}
     betas = {c: row_matrix([1.0 / shape[1]] * shape[1], shape) if betas is None else betas for c in cells}
-    return EpochReport(
-        epoch=epoch,
-        epochs=4,
-        seed=seed,
-        space=space,
-        train_loss=1.0,
-        train_acc=0.5,
-        val_loss=1.0,
-        val_acc=0.5,
-        w_lr=0.025,
-        a_lr=3e-4,
-        arch_active=True,
-        alphas={c: np.zeros(shape) for c in cells},
-        betas=betas,
-        scores={name: dict(scores) for name in SCORE_NAMES},
-        stderr={name: {c: np.zeros(shape) for c in cells} for name in SCORE_NAMES},
-        genotypes=genotypes,
-        changed={c: False for c in genotypes},
-        stable_for={c: 0 for c in genotypes},
-        decisiveness={},
-        epoch_seconds=10.0,
-        images_per_s=100.0,
-        stop_reason=stop,
+    return make_report(
+        epoch, seed, genotypes, scores, space=space, betas=betas, epochs=4, arch_active=True,
+        alphas={c: np.zeros(shape) for c in cells}, epoch_seconds=10.0, images_per_s=100.0, stop_reason=stop,
     ).to_json()
 
 

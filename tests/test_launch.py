@@ -13,45 +13,13 @@ import time
 import pytest
 
 from ostr_ray.config import build_config
-from ostr_ray.launch import LaunchError, build_spec, load_report, load_snapshot, parse_seeds, run_launch
+from ostr_ray.launch import LaunchError, load_report, load_snapshot, parse_seeds, run_launch
 from ostr_ray.search import Searcher
-from tests.conftest import REPO, tiny_overrides
-
-ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
-def _spec(tmp_path, name, seeds="3", **extra):
-    options = dict(
-        cpus_per_trial=1,
-        gpus_per_trial=0,
-        max_failures=2,
-        criterion=None,
-        patience=None,
-        agreement=0.8,
-        seed_stop=True,
-        experiment_stop=True,
-    )
-    options.update({k: extra.pop(k) for k in list(extra) if k in options})
-    return build_spec(
-        preset="demo",
-        spaces=None,
-        seeds=seeds,
-        storage=str(tmp_path),
-        name=name,
-        overrides=tiny_overrides(**extra),
-        **options,
-    )
+from tests.conftest import REPO, tiny_overrides, tiny_spec
 
 
 def test_three_seed_launch_end_to_end_matches_in_process_search(tmp_path, local_ray):
-    spec = _spec(tmp_path, "e2e", seeds="3")
+    spec = tiny_spec(tmp_path, "e2e", seeds="3")
     report = run_launch(spec)
     variant = report["variants"]["demo"]
     assert sorted(variant["seeds"]) == ["0", "1", "2"]
@@ -76,7 +44,7 @@ def test_three_seed_launch_end_to_end_matches_in_process_search(tmp_path, local_
 def test_seed_and_experiment_early_stops(tmp_path, local_ray):
     # alpha frozen: every seed's magnitude genotype holds from epoch 1, so Algorithm 1 stops each seed
     # after 1 + patience epochs, and the consensus (all seeds agree? not necessarily) may stop the launch.
-    spec = _spec(
+    spec = tiny_spec(
         tmp_path, "stops", seeds="2", epochs=8, a_lr=1e-12, criterion="magnitude", patience=2, agreement=0.5
     )
     report = run_launch(spec)
@@ -87,7 +55,7 @@ def test_seed_and_experiment_early_stops(tmp_path, local_ray):
 
 
 def test_killed_trial_is_retried_from_its_checkpoint_with_the_same_result(tmp_path, local_ray):
-    spec = _spec(tmp_path, "kill", seeds="0,1", epochs=4)
+    spec = tiny_spec(tmp_path, "kill", seeds="0,1", epochs=4)
     killed = {}
 
     class KillSeedOneOnce:
@@ -110,7 +78,7 @@ def test_killed_trial_is_retried_from_its_checkpoint_with_the_same_result(tmp_pa
 
 
 def test_a_diverging_seed_fails_alone(tmp_path, local_ray):
-    spec = _spec(tmp_path, "nan", seeds="0,1", epochs=2)
+    spec = tiny_spec(tmp_path, "nan", seeds="0,1", epochs=2)
     spec.variants["demo"]["w_lr"] = 1e30
     spec.variants["demo"]["grad_clip"] = 1e30
     # only seed 1 diverges: give the trials their own configs through a second variant

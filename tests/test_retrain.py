@@ -214,14 +214,6 @@ def test_bad_input_is_one_line_before_training(tmp_path):
 
 # ------------------------------------------------------------------------------------ Ray Train runs
 
-ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 def test_more_workers_or_gpus_than_the_cluster_is_refused(tmp_path, local_ray):

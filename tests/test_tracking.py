@@ -19,7 +19,7 @@ import pytest
 from ostr_ray import plots
 from ostr_ray.coordinator import TrialKey
 from ostr_ray.events import EpochReport
-from ostr_ray.launch import build_spec, resume_launch, run_launch
+from ostr_ray.launch import resume_launch, run_launch
 from ostr_ray.tracking import (
     RUNS_FILE,
     LaunchRecorder,
@@ -31,7 +31,7 @@ from ostr_ray.tracking import (
 )
 from searchspaces import get_space
 from searchspaces.darts import DARTS_V2
-from tests.conftest import REPO, tiny_overrides
+from tests.conftest import REPO, tiny_spec
 
 ray = pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
@@ -53,26 +53,6 @@ def local_ray():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
-
-
-def _spec(tmp_path, name, seeds="2", tracking_uri=None, **extra):
-    return build_spec(
-        preset="demo",
-        spaces=None,
-        seeds=seeds,
-        storage=str(tmp_path),
-        name=name,
-        overrides=tiny_overrides(**extra),
-        cpus_per_trial=1,
-        gpus_per_trial=0,
-        max_failures=2,
-        criterion=None,
-        patience=None,
-        agreement=0.8,
-        seed_stop=True,
-        experiment_stop=True,
-        tracking_uri=tracking_uri,
-    )
 
 
 def fake_report(space_name: str, seed: int = 0, epoch: int = 1, epochs: int = 3) -> EpochReport:
@@ -230,7 +210,7 @@ def _check_run_tree(client, name, seeds, epochs, tmp_path, *, heatmap_epochs=())
 
 # ---------------------------------------------------------------------------------------------- launches
 def test_two_seed_launch_run_tree_in_sqlite(tmp_path, local_ray):
-    spec = _spec(tmp_path, "tree", seeds="2")
+    spec = tiny_spec(tmp_path, "tree", seeds="2")
     stray = {name: (Path.cwd() / name).exists() for name in ("mlruns", "mlartifacts")}
     recorder = LaunchRecorder.from_spec(spec, plot_every=2)
     report = run_launch(spec, recorder=recorder)
@@ -247,7 +227,7 @@ def test_two_seed_launch_run_tree_in_sqlite(tmp_path, local_ray):
 
 
 def test_ctrl_c_kills_the_runs_and_resume_continues_them(tmp_path, local_ray):
-    spec = _spec(tmp_path, "interrupt", seeds="2", epochs=4, patience=0)
+    spec = tiny_spec(tmp_path, "interrupt", seeds="2", epochs=4, patience=0)
 
     class CtrlC:
         def on_trial_report(self, key, report):
@@ -313,7 +293,7 @@ def test_launch_recorded_on_a_real_mlflow_server(tmp_path, local_ray):
     )
     try:
         _wait_healthy(url, server)
-        spec = _spec(tmp_path, "served", seeds="2", tracking_uri=url)
+        spec = tiny_spec(tmp_path, "served", seeds="2", tracking_uri=url)
         report = run_launch(spec)
         assert report["mlflow"]["tracking_uri"] == url
         assert not (tmp_path / "served" / "mlflow.db").exists()
@@ -344,7 +324,7 @@ def test_launch_recorded_on_a_real_mlflow_server(tmp_path, local_ray):
 # ---------------------------------------------------------------------------------------------- retries
 def test_resent_epochs_and_a_restarted_driver_never_duplicate_runs_or_values(tmp_path):
     """What a retried trial (backfilled epochs) and a resumed driver look like to the recorder."""
-    spec = _spec(tmp_path, "retry", seeds="2")
+    spec = tiny_spec(tmp_path, "retry", seeds="2")
     keys = [TrialKey("demo", 0), TrialKey("demo", 1)]
     first = LaunchRecorder.from_spec(spec)
     first.start(spec)
@@ -387,7 +367,7 @@ def test_resent_epochs_and_a_restarted_driver_never_duplicate_runs_or_values(tmp
 
 
 def test_a_trial_failing_before_its_first_report_gets_a_failed_child(tmp_path):
-    spec = _spec(tmp_path, "early-fail", seeds="1")
+    spec = tiny_spec(tmp_path, "early-fail", seeds="1")
     recorder = LaunchRecorder.from_spec(spec)
     recorder.start(spec)
     recorder.on_trial_finished(TrialKey("demo", 0), "failed", "data set missing")
@@ -400,7 +380,7 @@ def test_a_trial_failing_before_its_first_report_gets_a_failed_child(tmp_path):
 
 
 def test_ui_command_serves_the_launch_record_and_stops_cleanly(tmp_path):
-    spec = _spec(tmp_path, "look", seeds="1")
+    spec = tiny_spec(tmp_path, "look", seeds="1")
     recorder = LaunchRecorder.from_spec(spec)
     recorder.start(spec)
     for epoch in (1, 2):
