@@ -55,17 +55,18 @@ def test_none_is_never_selected_even_with_the_largest_score():
     assert set(genotype.ops) == {"avg_pool_3x3"}
 
 
-def test_a_new_criterion_is_one_function():
-    name = "test_inverse_alpha"
-    if name not in list_criteria():
+def test_a_new_criterion_is_one_function(monkeypatch):
+    import ostr_ray.criteria as criteria_module
 
-        @register_criterion(name)
-        def inverse_alpha(state: ArchState) -> Selection:
-            return Selection(scores={c: -a for c, a in state.alphas.items()})
+    monkeypatch.setattr(criteria_module, "_CRITERIA", dict(criteria_module._CRITERIA))  # leave no trace
+
+    @register_criterion("test_inverse_alpha")
+    def inverse_alpha(state: ArchState) -> Selection:
+        return Selection(scores={c: -a for c, a in state.alphas.items()})
 
     state = _state(alpha_best=OPS.index("skip_connect"), strength_best=1)
     state.alphas["normal"][:, OPS.index("nor_conv_1x1")] = -5.0
-    genotype, _ = select(name, NB201, state)
+    genotype, _ = select("test_inverse_alpha", NB201, state)
     assert set(genotype.ops) == {"nor_conv_1x1"}
 
 
