@@ -471,6 +471,17 @@ def _print_retrain_size(out: Console, summary: dict[str, Any]) -> None:
     )
 
 
+def _runs_page(path: str) -> str:
+    """The launch's runs table (MLflow 3's UI otherwise opens on its GenAI overview), when the id is known."""
+    import json
+
+    try:
+        experiment_id = json.loads((Path(path) / "mlflow_runs.json").read_text())["experiment_id"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    return f"/#/experiments/{experiment_id}/runs"
+
+
 @app.command()
 @cli_errors
 def ui(
@@ -495,7 +506,7 @@ def ui(
     if "://" not in path:  # anything the UI itself stores stays beside the launch, not in the cwd
         command += ["--artifacts-destination", (Path(path).resolve() / tracking.ARTIFACTS_DIR).as_uri()]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    typer.echo(f"MLflow UI for {path}: http://127.0.0.1:{port}  (Ctrl-C to stop)")
+    typer.echo(f"MLflow UI for {path}: http://127.0.0.1:{port}{_runs_page(path)}  (Ctrl-C to stop)")
     # MLflow 3's server also starts job-runner processes (huey) that outlive it unless their whole process
     # group is stopped; a read-only look at a launch needs no jobs, so they are switched off.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

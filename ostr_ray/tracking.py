@@ -556,7 +556,10 @@ class LaunchRecorder:
                 root = self.experiment_path
                 location = f"{root}/{ARTIFACTS_DIR}" if "://" in root else (Path(root) / ARTIFACTS_DIR).as_uri()
             try:
-                return self.client.create_experiment(name, artifact_location=location)
+                # The experiment kind tag makes MLflow 3's UI open on the training-runs view (not GenAI traces).
+                return self.client.create_experiment(
+                    name, artifact_location=location, tags={"mlflow.experimentKind": "custom_model_development"}
+                )
             except Exception:  # created meanwhile by another driver
                 experiment = self.client.get_experiment_by_name(name)
                 if experiment is None:
