@@ -70,7 +70,8 @@ class LaunchSpec:
                 search.setdefault("threads", None)
                 if search["threads"] is None:
                     search["threads"] = threads
-                trials.append({"variant": variant, "seed": seed, "search": search})
+                trials.append({"variant": variant, "seed": seed, "search": search,
+                               "experiment_path": self.experiment_path})
         return trials
 
 
@@ -152,7 +153,7 @@ def search_trial(params: dict[str, Any]) -> None:
     trial_dir = Path(tune.get_context().get_trial_dir())
     work = trial_dir / "search"
     work.mkdir(parents=True, exist_ok=True)
-    (trial_dir / "worker.pid").write_text(str(os.getpid()))
+    _write_worker_pid(params["trial"])
     reporter = _TuneReporter(work)
     try:
         checkpoint = tune.get_checkpoint()
@@ -167,6 +168,18 @@ def search_trial(params: dict[str, Any]) -> None:
     except (SearchError, DataError, NB201TableError, ConfigError) as exc:
         # Deterministic failures: a retry would fail the same way, so end the trial and say why.
         tune.report({"ostr_failed": str(exc), "epoch": reporter.last_epoch})
+
+
+def _write_worker_pid(trial: dict[str, Any]) -> None:
+    """``<experiment>/<variant>-seed<k>/worker.pid``: which process runs the trial now (operators, fault tests).
+
+    Written straight into the experiment storage when it is a local or shared path: the trial's own
+    directory is a staging copy that Tune only syncs there later.
+    """
+    experiment_path = trial.get("experiment_path", "")
+    if not experiment_path or "://" in experiment_path:
+        return
+    _atomic_write(Path(experiment_path) / f"{trial['variant']}-seed{trial['seed']}" / "worker.pid", str(os.getpid()))
 
 
 class _TuneReporter:
