@@ -115,9 +115,9 @@ def search(
         threads=threads,
         device=device,
     )
-    if resume is not None:
-        saved = read_checkpoint(resume)["config"]
-        config = config_from_dict({**saved, **{k: v for k, v in overrides.items() if k != "seed"}})
+    saved = read_checkpoint(resume) if resume is not None else None  # read once: config and start epoch
+    if saved is not None:
+        config = config_from_dict({**saved["config"], **{k: v for k, v in overrides.items() if k != "seed"}})
         out = resume
     else:
         config = build_config(preset, overrides)
@@ -125,7 +125,7 @@ def search(
             out
             or Path("ostr_runs") / f"search-{Path(preset).stem}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-    start = read_checkpoint(resume)["epoch"] if resume else 0
+    start = saved["epoch"] if saved is not None else 0
     progress = RichSearchProgress(config.epochs, config.criterion, start_epoch=start, quiet=quiet)
     try:
         if resume is not None:

@@ -179,7 +179,8 @@ def _write_worker_pid(trial: dict[str, Any]) -> None:
     experiment_path = trial.get("experiment_path", "")
     if not experiment_path or "://" in experiment_path:
         return
-    _atomic_write(Path(experiment_path) / f"{trial['variant']}-seed{trial['seed']}" / "worker.pid", str(os.getpid()))
+    pid_file = Path(experiment_path) / trial_dirname(trial["variant"], trial["seed"]) / "worker.pid"
+    _atomic_write(pid_file, str(os.getpid()))
 
 
 class _TuneReporter:
@@ -410,9 +411,14 @@ def _trainable(spec: LaunchSpec):
     return tune.with_resources(search_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
 
 
+def trial_dirname(variant: str, seed: int) -> str:
+    """The one name of a trial's folder under the experiment (Tune's trial dir and our pid file)."""
+    return f"{variant}-seed{seed}"
+
+
 def _trial_dirname(trial: Any) -> str:
     params = trial.config["trial"]
-    return f"{params['variant']}-seed{params['seed']}"
+    return trial_dirname(params["variant"], params["seed"])
 
 
 def run_launch(
