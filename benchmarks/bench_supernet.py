@@ -127,15 +127,16 @@ def main() -> None:
         cmd += ["--threads", str(args.threads)] if args.threads else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows += [json.loads(line) for line in out.strip().splitlines() if line.startswith("{")]
+        print(f"measured {preset}", file=sys.stderr, flush=True)
+        if args.json:  # after every preset, so a run cut short by a time limit keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
     print("| preset | batch | device | amp | channels_last | step (s) | images/s | peak MiB | strength overhead |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['preset']} | {r['batch_size']} | {r['device_name']} ({r['threads']} thr) | {r['amp']} | "
               f"{r['channels_last']} | {r['step_s']:.4f} | {r['images_per_s']:.0f} | {r['peak_mem_mib']:.0f} | "
               f"{r['accumulator_add_pct']:.3f}% (add alone), {r['strength_overhead_pct']:+.2f}% (A/B) |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":

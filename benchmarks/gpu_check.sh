@@ -1,23 +1,40 @@
 #!/usr/bin/env bash
-# The GPU check, as one script (about 6 minutes on an H100): supernet step throughput for the three
-# paper presets (fp32 vs bf16 autocast, channels_last off/on), the retraining networks' throughput, and the
-# aggregate throughput of 1, 2, 4 and 5 NB201 seeds sharing one GPU. Run from the repository root:
+# The GPU check, as one script that ends within CHECK_BUDGET_S (default 540 s, under 10 minutes): the
+# aggregate throughput of 1, 2, 4 and 5 NB201 seeds sharing one GPU, the retraining networks' throughput
+# (ImageNet first), then the supernet search step of the three paper presets (fp32 vs bf16 autocast,
+# channels_last off/on). Each stage gets the time left and writes its JSON as it goes, so a stage cut short
+# keeps what it measured. Run from the repository root:
 #
 #   OUT=gpu_results benchmarks/gpu_check.sh
 #
-# Needs torch with CUDA plus the project's light dependencies (typer, rich, pyyaml, filelock, numpy);
-# Ray and MLflow are not needed (see benchmarks/gpu_pack.py for why packing runs as plain processes).
+# Needs torch with CUDA plus the project's light dependencies (typer, rich, pyyaml, filelock, numpy). With
+# Ray installed the packing runs through `ostr-ray launch --gpus-per-trial 1/N`; without it, as N plain
+# `ostr-ray search` processes on the card (see benchmarks/gpu_pack.py for why that is the same thing).
 set -uo pipefail
 OUT=${OUT:-gpu_results}
+BUDGET=${CHECK_BUDGET_S:-540}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
+DEADLINE=$(( $(date +%s) + BUDGET ))
+
+# stage NAME MAX_S CMD...: run CMD with at most MAX_S seconds and never past the deadline
+stage() {
+  local name=$1 max=$2 left
+  shift 2
+  left=$(( DEADLINE - $(date +%s) ))
+  (( left < max )) && max=$left
+  if (( max < 20 )); then echo "== $name: skipped, under 20 s of the check budget left"; return; fi
+  echo "== $name (at most ${max} s)"
+  timeout --signal=INT --kill-after=10 "$max" "$@" || echo "== $name: ended with status $? (time limit or failure)"
+}
+
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
-echo "== supernet search step (train_step: arch + weight step)"
-"$PY" benchmarks/bench_supernet.py --device cuda --grid --iters 20 --warmup 5 --json "$OUT/supernet.json" \
-  | tee "$OUT/supernet.md"
-echo "== retraining networks"
-"$PY" benchmarks/gpu_retrain.py "$OUT/retrain.json" | tee "$OUT/retrain.md"
-echo "== NB201 seeds packed on one GPU"
-"$PY" benchmarks/gpu_pack.py --json "$OUT/pack.json" | tee "$OUT/pack.md"
+stage "NB201 seeds packed on one GPU" 210 \
+  "$PY" benchmarks/gpu_pack.py --steps 30 --json "$OUT/pack.json"
+stage "retraining networks" 180 \
+  "$PY" benchmarks/gpu_retrain.py "$OUT/retrain.json" --networks imagenet,cifar --budget-s 150
+stage "supernet search step (train_step: arch + weight step)" 400 \
+  "$PY" benchmarks/bench_supernet.py --device cuda --grid --iters 10 --warmup 3 --json "$OUT/supernet.json"
+echo "== done in $(( $(date +%s) - DEADLINE + BUDGET )) s; results in $OUT"

@@ -33,10 +33,10 @@ from ostr_ray.retrain import build_network, build_retrain_config, make_optimizer
 from searchspaces.darts import DARTS_V2  # noqa: E402
 
 # (name, protocol, batch, resolution, classes, network overrides); smoke sizes replace them on CPU.
-NETWORKS = (
-    ("NetworkCIFAR C=36 L=20", "darts-cifar", 96, 32, 10, {}),
-    ("NetworkImageNet C=48 L=14", "darts-imagenet", 256, 224, 1000, {}),
-)
+NETWORKS = {
+    "cifar": ("NetworkCIFAR C=36 L=20", "darts-cifar", 96, 32, 10, {}),
+    "imagenet": ("NetworkImageNet C=48 L=14", "darts-imagenet", 256, 224, 1000, {}),
+}
 SMOKE = {
     "darts-cifar": (4, 32, 10, {"C": 8, "layers": 3}),
     "darts-imagenet": (2, 224, 1000, {"C": 8, "layers": 3}),
@@ -44,7 +44,7 @@ SMOKE = {
 VARIANTS = ((False, False), (False, True), (True, False), (True, True))
 """(bf16 autocast, channels_last)."""
 TIME_BUDGET_S = 160.0
-"""Variants left when this much time has passed are skipped (and marked so), keeping the run < 3 min."""
+"""Default ``--budget-s``: variants left when this much time has passed are skipped (and marked so)."""
 
 
 def bench_one(
@@ -132,7 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 5; smoke 1)")
     parser.add_argument("--iters", type=int, default=None, help="timed steps (default 20; smoke 2)")
+    parser.add_argument("--networks", default="cifar,imagenet", help="which networks, in this order")
+    parser.add_argument("--budget-s", type=float, default=TIME_BUDGET_S, help="skip what is left after this")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.networks.split(",")) - set(NETWORKS))
+    if unknown:
+        parser.error(f"unknown network {unknown[0]!r}; choose from {', '.join(NETWORKS)}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type != "cuda" and not args.smoke:
         parser.error("no GPU: run with --smoke for the CPU check, or pass --device")
@@ -142,14 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
     started = time.time()
     rows = []
-    for name, protocol, batch, resolution, classes, network in NETWORKS:
+    for name, protocol, batch, resolution, classes, network in (NETWORKS[n] for n in args.networks.split(",")):
         if args.smoke:
             batch, resolution, classes, network = SMOKE[protocol]
             name = f"{name} (smoke: {network})"
         for amp, channels_last in VARIANTS:
             base = {"name": name, "batch": batch, "resolution": resolution, "bf16_amp": amp}
             base["channels_last"] = channels_last
-            if time.time() - started > TIME_BUDGET_S:
+            if time.time() - started > args.budget_s:
                 rows.append({**base, "skipped": "time budget"})
                 continue
             try:

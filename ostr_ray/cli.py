@@ -310,14 +310,14 @@ def status(
     path: Annotated[str, typer.Argument(help="A launch's experiment directory (or URI).")],
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show a running (or finished) launch from its coordinator snapshot."""
+    """Show a running, interrupted or finished launch from its coordinator snapshot."""
     from ostr_ray import launch as launcher
 
     try:
-        data = launcher.load_snapshot(path)
+        data = launcher.launch_status(path)
     except launcher.LaunchError as exc:
         fail(str(exc))
-    _print_launch_report({**data, "experiment_path": path, "stop_reason": "(running)"}, as_json=json_out)
+    _print_launch_report({**data, "experiment_path": path}, as_json=json_out)
 
 
 @app.command()

@@ -280,7 +280,8 @@ class CoordinatorCallback(tune.Callback):
         call(self.listeners, "on_trial_finished", key, status, reason)
 
     def _snapshot(self) -> None:
-        write_text(self.experiment_path, SNAPSHOT_FILE, json.dumps(self.coordinator.summary(), indent=1))
+        snapshot = {**self.coordinator.summary(), "updated_at": time.time()}
+        write_text(self.experiment_path, SNAPSHOT_FILE, json.dumps(snapshot, indent=1))
         if self.view is not None:
             self.view.refresh()
 
@@ -581,6 +582,22 @@ def load_report(path: str) -> dict[str, Any]:
 
 def load_snapshot(path: str) -> dict[str, Any]:
     return json.loads(read_text(_experiment_path(path), SNAPSHOT_FILE))
+
+
+def launch_status(path: str, now: float | None = None) -> dict[str, Any]:
+    """The live snapshot plus whether the launch finished: ``state`` is "finished" (report.json written, its
+    stop reason) or "unfinished" (still running, or interrupted and resumable; the snapshot's age tells which)."""
+    status = load_snapshot(path)
+    try:
+        report = load_report(path)
+    except (LaunchError, OSError):  # no report.json (yet): the driver is running or was stopped early
+        report = None
+    if report is not None:
+        return {**status, "state": "finished", "stop_reason": report.get("stop_reason")}
+    age = (now or time.time()) - status["updated_at"] if "updated_at" in status else None
+    when = f"last update {age:.0f} s ago" if age is not None else "last update time unknown"
+    return {**status, "state": "unfinished",
+            "stop_reason": f"not finished ({when}): running, or interrupted; resume: ostr-ray launch --resume {path}"}
 
 
 def default_name(variants: dict[str, Any]) -> str:

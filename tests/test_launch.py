@@ -35,7 +35,9 @@ def test_three_seed_launch_end_to_end_matches_in_process_search(tmp_path, local_
 
     status = CliRunner().invoke(app, ["status", str(tmp_path / "e2e"), "--json"])
     assert status.exit_code == 0, status.output
-    assert {s["last_epoch"] for s in json.loads(status.output)["variants"]["demo"]["seeds"].values()} == {3}
+    shown = json.loads(status.output)
+    assert {s["last_epoch"] for s in shown["variants"]["demo"]["seeds"].values()} == {3}
+    assert (shown["state"], shown["stop_reason"]) == ("finished", report["stop_reason"])
     # a trial runs exactly the in-process search of the same seed
     alone = Searcher(build_config("demo", tiny_overrides(seed=1, threads=1))).run()
     assert variant["seeds"]["1"]["genotypes"] == alone.final_genotypes
@@ -176,3 +178,13 @@ def test_bad_launch_input_is_one_line_and_non_zero(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_status_of_an_unfinished_launch_says_so_and_how_to_resume(tmp_path):
+    from ostr_ray.launch import SNAPSHOT_FILE, launch_status
+
+    (tmp_path / SNAPSHOT_FILE).write_text(json.dumps({"variants": {}, "updated_at": 1000.0}))
+    status = launch_status(str(tmp_path), now=1042.0)
+    assert status["state"] == "unfinished"
+    assert "last update 42 s ago" in status["stop_reason"]
+    assert f"ostr-ray launch --resume {tmp_path}" in status["stop_reason"]

@@ -1,0 +1,48 @@
+"""The GPU check's scripts run on CPU at tiny sizes, so they do not rot between the rare GPU sessions.
+
+These check that each script runs and writes well-formed rows; the figures themselves are for the README,
+never asserted (timings on a shared CI machine mean nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_gpu_retrain_smoke_writes_every_variant(tmp_path):
+    out = tmp_path / "retrain.json"
+    _run("benchmarks/gpu_retrain.py", str(out), "--smoke", "--networks", "cifar")
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["bf16_amp"], r["channels_last"]) for r in rows] == [(False, False), (False, True), (True, False),
+                                                                    (True, True)]
+    assert all(r["images_per_s"] > 0 and r["protocol"] == "darts-cifar" for r in rows)
+
+
+@pytest.mark.parametrize("via", ["processes", "launch"])
+def test_gpu_pack_on_cpu_measures_each_seed_count(tmp_path, via):
+    out = tmp_path / "pack.json"
+    stdout = _run("benchmarks/gpu_pack.py", "--device", "cpu", "--seeds", "1,2", "--steps", "2", "--batch", "4",
+                  "--via", via, "--json", str(out))
+    rows = json.loads(out.read_text())
+    assert [(r["seeds"], r["via"], len(r["per_seed_images_per_s"])) for r in rows] == [(1, via, 1), (2, via, 2)]
+    assert all(r["aggregate_images_per_s"] == pytest.approx(sum(r["per_seed_images_per_s"])) for r in rows)
+    assert "| 2 | " + via in stdout
+
+
+def test_gpu_pack_refuses_a_single_epoch():
+    done = subprocess.run([sys.executable, "benchmarks/gpu_pack.py", "--epochs", "1"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "--epochs must be >= 2" in done.stderr
