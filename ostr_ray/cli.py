@@ -129,7 +129,7 @@ def search(
     progress = RichSearchProgress(config.epochs, config.criterion, start_epoch=start, quiet=quiet)
     try:
         if resume is not None:
-            searcher = Searcher.resume(resume, config=config, out_dir=out, callbacks=[progress])
+            searcher = Searcher.resume(resume, config=config, state=saved, out_dir=out, callbacks=[progress])
         else:
             searcher = Searcher(config, out_dir=out, callbacks=[progress])
         result = searcher.run()
@@ -267,7 +267,7 @@ def report(
         bool, typer.Option(help="Write evidence.md/.json and the PNG figures beside report.json.")
     ] = True,
 ) -> None:
-    """A finished launch's report with the paper-style evidence (tables, figures; see ostr_ray/evidence.py)."""
+    """A finished launch's report with the paper-style evidence (tables, figures; see ostr_ray/evidence/)."""
     import json
 
     from ostr_ray import evidence

@@ -454,10 +454,18 @@ class Searcher:
         _set_rng_state(state["rng"])
 
     @classmethod
-    def resume(cls, path: str | Path, *, config: SearchConfig | None = None, **kwargs: Any) -> Searcher:
+    def resume(
+        cls,
+        path: str | Path,
+        *,
+        config: SearchConfig | None = None,
+        state: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Searcher:
         """Continue from a checkpoint file or a directory holding one. ``config`` (if given) must describe
-        the same search; settings that do not change past epochs (data_dir, patience, ...) may differ."""
-        state = read_checkpoint(path)
+        the same search; settings that do not change past epochs (data_dir, patience, ...) may differ.
+        ``state`` is that checkpoint already read (:func:`read_checkpoint`), so a caller never reads it twice."""
+        state = state if state is not None else read_checkpoint(path)
         saved = config_from_dict(state["config"])
         if config is None:
             config = saved

@@ -1,4 +1,4 @@
-"""Paper-style evidence (ostr_ray/evidence.py) on hand-made launches with hand-computable answers.
+"""Paper-style evidence (ostr_ray/evidence/) on hand-made launches with hand-computable answers.
 
 The NB201 table is made so that accuracy is a known function of the ops: ``cifar10_test = 80 + sum over the six
 edges of V[op]`` with V = none 0, skip 1, conv1x1 2, conv3x3 3, avg_pool 0.5, and ``cifar10_valid = test - 1``.

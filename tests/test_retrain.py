@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 
 from ostr_ray import retrain as rt
 from ostr_ray.cli import app
+from ostr_ray.retrain.mlflow_run import _mlflow_client
+from ostr_ray.retrain.worker import _Shard
 from searchspaces import get_space
 from searchspaces.darts import DARTS_V2
 
@@ -123,7 +125,7 @@ def test_streamed_test_shards_count_every_image_once(tmp_path):
             write_png(torch.full((3, 8, 8), 40 * i, dtype=torch.uint8), str(folder / f"{i}.png"))
     loop = {"dataset": "imagenet", "data_dir": str(tmp_path), "cpus_per_worker": 1}
     config = rt.build_retrain_config("darts-imagenet", {"image_size": 8, "eval_batch_size": 2, "loader_workers": 0})
-    seen = [[int(v) for _, y in rt._Shard(loop, config, r, 2, torch.device("cpu"), False).batches() for v in y]
+    seen = [[int(v) for _, y in _Shard(loop, config, r, 2, torch.device("cpu"), False).batches() for v in y]
             for r in range(2)]  # fmt: skip
     assert len(seen[0]) + len(seen[1]) == 7 and sorted(seen[0] + seen[1]) == [0, 0, 0, 0, 1, 1, 1]
 
@@ -206,7 +208,7 @@ def test_bad_input_is_one_line_before_training(tmp_path):
     _one_line_error(runner.invoke(app, ["retrain", DARTS_V2.to_str(), *TINY, "--protocol", "nb201"]), "nb201")
     # an MLflow run that holds no genotype
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = rt._mlflow_client(uri)
+    client = _mlflow_client(uri)
     run = client.create_run(client.create_experiment("s", artifact_location=(tmp_path / "a").as_uri()))
     _one_line_error(runner.invoke(app, ["retrain", run.info.run_id, *TINY, "--tracking-uri", uri]), "no genotype")
     _one_line_error(runner.invoke(app, ["retrain", "0" * 32, *TINY, "--tracking-uri", uri]), "no MLflow run")
@@ -220,7 +222,7 @@ def test_more_workers_or_gpus_than_the_cluster_is_refused(tmp_path, local_ray):
     base = ["retrain", BEST_NB201, *TINY, "--storage", str(tmp_path), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
     _one_line_error(runner.invoke(app, [*base, "--workers", "4"]), "need 4 CPUs", "has 2")
     _one_line_error(runner.invoke(app, [*base, "--gpus-per-worker", "1"]), "GPU")
-    client = rt._mlflow_client(f"sqlite:///{tmp_path}/m.db")
+    client = _mlflow_client(f"sqlite:///{tmp_path}/m.db")
     assert not client.search_runs([e.experiment_id for e in client.search_experiments()])  # no run was made
 
 
@@ -305,6 +307,6 @@ def test_killed_worker_resumes_from_the_last_checkpoint(tmp_path, local_ray):
     assert int((pids / "worker1.pid").read_text()) != killed["pid"]  # a new worker took rank 1
     assert result["epochs_done"] == 3
     assert [(h["epoch"], h["resumed_from"]) for h in result["history"]] == [(1, 0), (2, 1), (3, 1)]
-    client = rt._mlflow_client(spec.tracking_uri)
+    client = _mlflow_client(spec.tracking_uri)
     assert [m.step for m in client.get_metric_history(result["mlflow_run_id"], "test_top1")] == [1, 2, 3]
     assert torch.isfinite(torch.tensor([h["train_loss"] for h in result["history"]])).all()

@@ -1,0 +1,126 @@
+"""Pure statistics and cell helpers of the evidence report: no files, no ground truth, no rendering.
+
+The conventions these numbers follow (population std, NaN handling, parameter-free ops, single-edge
+neighbourhoods) are written out in :mod:`ostr_ray.evidence.analysis`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+
+from searchspaces import get_space
+from searchspaces.nb201 import EDGES as NB201_EDGES
+from searchspaces.nb201 import OPS as NB201_OPS
+from searchspaces.nb201 import NB201Genotype
+
+CRITERIA = ("magnitude", "ostr", "ostr_star", "naive")
+CRITERION_LABELS = {"magnitude": "DARTS (magnitude)", "ostr": "OStr", "ostr_star": "OStr*", "naive": "naive"}
+STD_DDOF = 0
+"""Population std over seeds (and over epochs) everywhere."""
+NB201_CANDIDATE_OPS = tuple(op for op in NB201_OPS if op != "none")
+"""The ops of a single-edge neighbourhood, in NB201's op order: skip_connect, nor_conv_1x1, nor_conv_3x3,
+avg_pool_3x3."""
+NB201_LIKE = ("nb201",)
+"""Spaces with NB201's cell encoding: ground truth from an NB201 table, single-edge neighbourhoods."""
+
+
+# ============================================================================================ small statistics
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
+    """Mean and population std of the finite values; ``(nan, nan)`` when there are none."""
+    arr = np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    if not arr.size:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=STD_DDOF))
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho (Pearson correlation of average ranks); NaN when either vector is constant."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"spearman needs two vectors of one length, got shapes {a.shape} and {b.shape}")
+    if a.size < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()) or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
+
+
+def modal(cells: Sequence[str]) -> tuple[str | None, float]:
+    """Most common cell (ties: smallest string) and the share of ``cells`` holding it."""
+    counts = Counter(c for c in cells if c)
+    if not counts:
+        return None, 0.0
+    best = min(counts, key=lambda c: (-counts[c], c))
+    return best, counts[best] / len(cells)
+
+
+def pair_agreement(cells: Sequence[str]) -> float:
+    """Share of unordered pairs of ``cells`` that are equal; NaN with fewer than two cells."""
+    pairs = list(combinations(cells, 2))
+    return sum(a == b for a, b in pairs) / len(pairs) if pairs else math.nan
+
+
+# ============================================================================================ cells
+
+
+@lru_cache(maxsize=8192)
+def _edge_ops(space: str, cell: str) -> dict[str, tuple[str, ...]]:
+    """cell type -> ops of the cell's kept edges ('none' edges dropped), parsed once per string."""
+    sp = get_space(space)
+    choices = sp.parse_genotype(cell).edge_choices()
+    return {cell_type: tuple(sp.ops[o] for o in edges.values()) for cell_type, edges in choices.items()}
+
+
+def parameter_free_set(space: str) -> frozenset[str]:
+    """The ops counted as parameter-free: the space's ``parameter_free_ops`` without ``'none'``."""
+    return frozenset(get_space(space).parameter_free_ops) - {"none"}
+
+
+def count_param_free(space: str, cell: str) -> dict[str, int]:
+    """cell type -> number of the cell's kept edges whose op is parameter-free (see :func:`parameter_free_set`)."""
+    free = parameter_free_set(space)
+    return {cell_type: sum(op in free for op in ops) for cell_type, ops in _edge_ops(space, cell).items()}
+
+
+def canonical_nb201(cell: str | NB201Genotype) -> str:
+    return cell.to_str() if isinstance(cell, NB201Genotype) else NB201Genotype.from_string(cell).to_str()
+
+
+def single_edge_neighbourhood(cell: str | NB201Genotype, edge: int) -> list[tuple[str, str]]:
+    """``(op, cell string)`` for each non-'none' op on ``edge`` with the other five edges kept.
+
+    Exactly 4 entries in :data:`NB201_CANDIDATE_OPS` order; the cell itself is the entry of its own op (when
+    that op is not 'none').
+    """
+    genotype = cell if isinstance(cell, NB201Genotype) else NB201Genotype.from_string(cell)
+    if not 0 <= edge < len(NB201_EDGES):
+        raise ValueError(f"NB201 edge {edge} out of range 0..{len(NB201_EDGES) - 1}")
+    out = []
+    for op in NB201_CANDIDATE_OPS:
+        ops = list(genotype.ops)
+        ops[edge] = op
+        out.append((op, NB201Genotype(tuple(ops)).to_str()))
+    return out
+
+
+def edge_name(edge: int) -> str:
+    to, frm = NB201_EDGES[edge]
+    return f"{to}<-{frm}"
+
+
+def selection_scores(report: Mapping[str, Any], criterion: str) -> dict[str, np.ndarray] | None:
+    """The matrices ``criterion`` selects by in an epoch report (JSON form): magnitude = betas, the others
+    their ``scores`` entry; ``None`` when the report lacks them."""
+    source = report.get("betas") if criterion == "magnitude" else (report.get("scores") or {}).get(criterion)
+    if not source:
+        return None
+    return {cell: np.asarray(m, dtype=np.float64) for cell, m in source.items()}

@@ -1,0 +1,387 @@
+"""What runs on a Ray Train worker: :func:`train_loop_per_worker` (DDP through ``ray.train.torch``, one
+checkpoint per epoch holding the model, optimizer, schedule and metrics history), its data shards and the
+training step shared with the GPU benchmark. Ray Train pickles the loop by reference to this module."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ostr_ray.data import AugmentSpec, BatchStream, DataError
+from ostr_ray.retrain.network import build_network
+from ostr_ray.retrain.protocols import RetrainConfig, config_from_dict, effective_lr, lr_factor
+
+# A checkpoint's two files; the driver reads the history back to log every finished epoch.
+STATE_FILE = "state.pt"
+HISTORY_FILE = "history.json"
+
+
+class ShardedBatchStream(BatchStream):
+    """:class:`BatchStream` restricted to one rank's shard of each epoch.
+
+    Every rank draws the same seeded permutation of the whole set for epoch ``e`` (with its augmentation draws,
+    position-aligned), truncates it to a multiple of the world size and keeps positions ``rank::world_size``.
+    That is exactly what ``DistributedSampler(shuffle=True, drop_last=True)`` + ``set_epoch(e)`` does: the
+    shards are disjoint, cover the epoch, are equally long (so every rank takes the same number of DDP
+    steps and no all-reduce waits forever) and reshuffle every epoch; a resumed run replays the same shards.
+    The data stay uint8 tensors (on the GPU when there is one) and augment batched, as in the search.
+    ``randaugment`` applies torchvision's RandAugment per image (uint8, after crop/flip, before cutout).
+    """
+
+    def __init__(self, data: Any, batch_size: int, *, rank: int, world_size: int, randaugment: bool = False, **kw: Any):
+        if batch_size * world_size > len(data):
+            raise DataError(f"per-worker batch {batch_size} x {world_size} workers exceeds {len(data)} images")
+        super().__init__(data, batch_size * world_size, **kw)  # the check above replaces the parent's
+        self.batch_size = batch_size
+        self.rank, self.world_size = rank, world_size
+        self.randaugment = None
+        if randaugment:
+            from torchvision.transforms import v2
+
+            self.randaugment = v2.RandAugment()
+
+    def __len__(self) -> int:
+        return (len(self.images) // self.world_size) // self.batch_size
+
+    def _plan(self, epoch: int) -> Any:
+        plan = super()._plan(epoch)
+        used = (len(self.images) // self.world_size) * self.world_size
+        shard = slice(self.rank, used, self.world_size)
+        return type(plan)(*(None if t is None else t[shard] for t in plan))
+
+    def _batch(self, plan: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.randaugment is None:
+            return super()._batch(plan)
+        idx = plan.order
+        if plan.offsets is None and plan.flips is None:
+            x = self.images[idx]
+        else:
+            x = self._crop_flip(idx, plan.offsets, plan.flips)
+        x = torch.stack([self.randaugment(image) for image in x])
+        x = torch.addcmul(-self._shift, x.float(), self._scale)
+        if plan.centers is not None:
+            x = x.masked_fill_(self._cutout_mask(plan.centers, x.shape[-2], x.shape[-1]), 0.0)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.labels[idx]
+
+
+def _seed(*parts: Any) -> int:
+    from ostr_ray.data import _seed_from
+
+    return _seed_from(*parts)
+
+
+def _load_memory_data(loop: dict[str, Any], config: RetrainConfig, train: bool) -> Any:
+    from ostr_ray.data import load_images, subset
+
+    data = load_images(
+        loop["dataset"],
+        data_dir=loop["data_dir"],
+        train=train,
+        download=config.download,
+        image_size=config.image_size,
+        num_classes=config.num_classes or 10,
+        seed=config.seed,
+    )
+    cap = config.train_subset if train else config.test_subset
+    if cap and cap < len(data):
+        data = subset(data, cap, seed=config.seed)
+    return data
+
+
+class _Shard:
+    """An evaluation shard: ``rank::world_size`` of the test set, no padding, so the all-reduced counts
+    cover every test image exactly once (ranks may hold one image more or less; evaluation runs on the
+    unwrapped model, without collectives, so unequal batch counts are fine)."""
+
+    def __init__(self, loop: dict[str, Any], config: RetrainConfig, rank: int, world: int, device: Any, cl: bool):
+        self.streaming = loop["dataset"] == "imagenet"
+        if self.streaming:
+            from ostr_ray.data import make_imagefolder_loader
+
+            self.loader = make_imagefolder_loader(
+                loop["data_dir"],
+                train=False,
+                image_size=config.image_size or 224,
+                batch_size=config.eval_batch_size,
+                num_workers=_loader_workers(loop, config),
+                distributed=True,
+                rank=rank,
+                world_size=world,
+                pin_memory=device.type == "cuda",
+            )
+            self.total = len(self.loader.dataset)
+        else:
+            data = _load_memory_data(loop, config, train=False)
+            self.total = len(data)
+            shard = data.take(torch.arange(rank, len(data), world))
+            self.stream = BatchStream(
+                shard, config.eval_batch_size, seed=0, device=device, drop_last=False, channels_last=cl
+            )
+        self.rank, self.world = rank, world
+
+    def batches(self):
+        if not self.streaming:
+            yield from self.stream.epoch(0)
+            return
+        # DistributedSampler pads the last round with repeats of the first images; this rank's k-th image
+        # sits at padded position rank + k * world, and positions >= len(dataset) are those repeats.
+        seen = 0
+        for x, y in self.loader:
+            positions = self.rank + self.world * torch.arange(seen, seen + len(y))
+            seen += len(y)
+            keep = positions < self.total
+            if keep.any():
+                yield x[keep], y[keep]
+
+
+def _loader_workers(loop: dict[str, Any], config: RetrainConfig) -> int:
+    if config.loader_workers is not None:
+        return config.loader_workers
+    return max(1, int(loop["cpus_per_worker"]) - 1)
+
+
+def _all_reduce(values: list[float], device: Any) -> list[float]:
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _debug_hooks(debug: dict[str, Any], rank: int, epoch: int | None) -> None:
+    """Test hooks: write this worker's PID; after epoch ``hold_after_epoch`` wait (<= 120 s) until the test
+    creates ``<pid_dir>/release`` (it kills a worker meanwhile)."""
+    pid_dir = debug.get("pid_dir")
+    if not pid_dir:
+        return
+    folder = Path(pid_dir)
+    if epoch is None:
+        (folder / f"worker{rank}.pid").write_text(str(os.getpid()))
+        return
+    if epoch == debug.get("hold_after_epoch") and not (folder / "release").exists():
+        (folder / f"held{rank}").write_text(str(os.getpid()))
+        deadline = time.time() + 120
+        while not (folder / "release").exists() and time.time() < deadline:
+            time.sleep(0.1)
+
+
+def train_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: RetrainConfig,
+    amp: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step of the protocol: (bf16 autocast) forward, loss + ``auxiliary_weight`` x auxiliary loss,
+    backward, gradient clipping, step. Returns the detached loss and logits. Shared with the GPU benchmark."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits, aux = model(x)
+        loss = criterion(logits, y)
+        if aux is not None and config.auxiliary_weight > 0:
+            loss = loss + config.auxiliary_weight * criterion(aux, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def make_optimizer(model: nn.Module, config: RetrainConfig) -> torch.optim.Optimizer:
+    """SGD with the protocol's momentum / nesterov / weight decay at the (batch-scaled) peak lr."""
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=effective_lr(config),
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
+    )
+
+
+def train_loop_per_worker(loop: dict[str, Any]) -> None:
+    """One DDP worker: build the net, restore the latest checkpoint, train the remaining epochs.
+
+    Each epoch: set the lr (schedule) and drop-path (``p * epoch / epochs``, DARTS), train on this rank's
+    shard (bf16 autocast + channels_last on GPU), evaluate top-1/top-5 on the test shard, all-reduce the
+    counts, then every rank calls ``ray.train.report``; rank 0 attaches the checkpoint (model, optimizer,
+    scheduler, epoch, and the metrics history of every epoch so far).
+    """
+    import ray.train
+    import ray.train.torch
+
+    from searchspaces import get_space
+
+    config = config_from_dict(loop["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(max(1, int(loop["cpus_per_worker"])))
+    device = ray.train.torch.get_device()
+    on_gpu = device.type == "cuda"
+    channels_last = on_gpu and config.channels_last
+    use_amp = on_gpu and config.amp
+    _debug_hooks(loop["debug"], rank, None)
+
+    torch.manual_seed(_seed("retrain-init", config.seed))  # same init everywhere; DDP also broadcasts rank 0's
+    space = get_space(loop["space"])
+    genotype = space.genotype_from_json(loop["genotype_json"])
+    model = build_network(loop["space"], genotype, config, loop["num_classes"])
+    peak_lr = effective_lr(config)
+    optimizer = make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
+
+    start_epoch, history, state = 0, [], None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+            history = json.loads((Path(folder) / HISTORY_FILE).read_text())
+        model.load_state_dict(state["model"])
+        start_epoch = int(state["epoch"])
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)  # to the device (same Parameter objects) + DDP
+    net = model.module if hasattr(model, "module") else model
+    if state is not None:  # after the move, so the momentum buffers land on the parameters' device
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+
+    per_worker = config.batch_size // world
+    if loop["dataset"] == "imagenet":
+        from ostr_ray.data import make_imagefolder_loader
+
+        train_loader = make_imagefolder_loader(
+            loop["data_dir"],
+            train=True,
+            image_size=config.image_size or 224,
+            batch_size=per_worker,
+            num_workers=_loader_workers(loop, config),
+            distributed=True,
+            rank=rank,
+            world_size=world,
+            seed=config.seed,
+            pin_memory=on_gpu,
+        )
+        if config.augment == "randaugment":
+            from torchvision.transforms import v2
+
+            transforms = train_loader.dataset.transform.transforms
+            transforms.insert(
+                transforms.index(next(t for t in transforms if isinstance(t, v2.ToImage))), v2.RandAugment()
+            )
+        train_stream = None
+    else:
+        train_data = _load_memory_data(loop, config, train=True)
+        train_stream = ShardedBatchStream(
+            train_data,
+            per_worker,
+            rank=rank,
+            world_size=world,
+            randaugment=config.augment == "randaugment",
+            seed=config.seed,
+            augment=AugmentSpec(
+                random_crop_padding=config.crop_padding, horizontal_flip=config.horizontal_flip, cutout=config.cutout
+            ),
+            device=device,
+            channels_last=channels_last,
+        )
+    test = _Shard(loop, config, rank, world, device, channels_last)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    top_k = min(5, loop["num_classes"])
+
+    for epoch in range(start_epoch, config.epochs):
+        started = time.time()
+        torch.manual_seed(_seed("retrain-epoch", config.seed, rank, epoch))  # drop-path / RandAugment draws
+        # The schedule is a pure function of the epoch (what the LambdaLR holds too); setting it explicitly
+        # keeps a resumed run right even when --resume changed the number of epochs.
+        lr = peak_lr * lr_factor(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        net.drop_path_prob = config.drop_path_prob * epoch / config.epochs
+        model.train()
+        if train_stream is not None:
+            batches = train_stream.epoch(epoch)
+        else:
+            train_loader.sampler.set_epoch(epoch)
+            batches = train_loader
+        # Running sums stay on the device: no host sync per step.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        for x, y in batches:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss, logits = train_step(model, x, y, criterion=criterion, optimizer=optimizer, config=config, amp=use_amp)
+            loss_sum += loss.double() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+        scheduler.step()
+        train_time = time.time() - started
+
+        net.eval()
+        top1 = top5 = tested = 0
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            for x, y in test.batches():
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits, _ = net(x)
+                best = logits.float().topk(top_k, dim=1).indices
+                hits = best == y[:, None]
+                top1 += int(hits[:, 0].sum())
+                top5 += int(hits.any(dim=1).sum())
+                tested += len(y)
+        loss_sum, correct, seen, top1, top5, tested = _all_reduce(
+            [float(loss_sum), int(correct), seen, top1, top5, tested], device
+        )
+        metrics = {
+            "epoch": epoch + 1,
+            "epochs": config.epochs,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": 100.0 * correct / max(seen, 1),
+            "test_top1": 100.0 * top1 / max(tested, 1),
+            "test_top5": 100.0 * top5 / max(tested, 1),
+            "test_images": int(tested),
+            "lr": lr,
+            "drop_path_prob": net.drop_path_prob if hasattr(net, "drop_path_prob") else 0.0,
+            "epoch_seconds": time.time() - started,
+            "images_per_s": seen / max(train_time, 1e-9),
+            "resumed_from": start_epoch,
+            "time": time.time(),
+        }
+        history.append(metrics)
+        if rank == 0:
+            print(
+                f"epoch {epoch + 1}/{config.epochs}  loss {metrics['train_loss']:.4f}"
+                f"  train {metrics['train_acc']:.2f}%"
+                f"  top1 {metrics['test_top1']:.2f}%  top5 {metrics['test_top5']:.2f}%  lr {lr:.4g}"
+                f"  {metrics['epoch_seconds']:.1f}s",
+                flush=True,
+            )
+            with tempfile.TemporaryDirectory() as folder:
+                state = {
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1,
+                }
+                torch.save(state, Path(folder) / STATE_FILE)
+                (Path(folder) / HISTORY_FILE).write_text(json.dumps(history))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        else:
+            ray.train.report(metrics)
+        _debug_hooks(loop["debug"], rank, epoch + 1)
