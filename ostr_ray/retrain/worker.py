@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,21 @@ def make_optimizer(model: nn.Module, config: RetrainConfig) -> torch.optim.Optim
     )
 
 
+@dataclass(frozen=True)
+class _Placement:
+    """Where this worker runs and how it feeds its device; fixed for the whole run."""
+
+    rank: int
+    world: int
+    device: torch.device
+    channels_last: bool
+    amp: bool
+
+    def to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y
+
+
 def train_loop_per_worker(loop: dict[str, Any]) -> None:
     """One DDP worker: build the net, restore the latest checkpoint, train the remaining epochs.
 
@@ -222,132 +238,36 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from searchspaces import get_space
-
     config = config_from_dict(loop["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(loop["cpus_per_worker"])))
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
-    channels_last = on_gpu and config.channels_last
-    use_amp = on_gpu and config.amp
+    place = _Placement(rank, world, device, on_gpu and config.channels_last, on_gpu and config.amp)
     _debug_hooks(loop["debug"], rank, None)
 
-    torch.manual_seed(_seed("retrain-init", config.seed))  # same init everywhere; DDP also broadcasts rank 0's
-    space = get_space(loop["space"])
-    genotype = space.genotype_from_json(loop["genotype_json"])
-    model = build_network(loop["space"], genotype, config, loop["num_classes"])
-    peak_lr = effective_lr(config)
-    optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
-
-    start_epoch, history, state = 0, [], None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-            history = json.loads((Path(folder) / HISTORY_FILE).read_text())
-        model.load_state_dict(state["model"])
-        start_epoch = int(state["epoch"])
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(model)  # to the device (same Parameter objects) + DDP
+    model, optimizer, scheduler, start_epoch, history = _build_and_restore(loop, config, place)
     net = model.module if hasattr(model, "module") else model
-    if state is not None:  # after the move, so the momentum buffers land on the parameters' device
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-
-    per_worker = config.batch_size // world
-    if loop["dataset"] == "imagenet":
-        from ostr_ray.data import make_imagefolder_loader
-
-        train_loader = make_imagefolder_loader(
-            loop["data_dir"],
-            train=True,
-            image_size=config.image_size or 224,
-            batch_size=per_worker,
-            num_workers=_loader_workers(loop, config),
-            distributed=True,
-            rank=rank,
-            world_size=world,
-            seed=config.seed,
-            pin_memory=on_gpu,
-        )
-        if config.augment == "randaugment":
-            from torchvision.transforms import v2
-
-            transforms = train_loader.dataset.transform.transforms
-            transforms.insert(
-                transforms.index(next(t for t in transforms if isinstance(t, v2.ToImage))), v2.RandAugment()
-            )
-        train_stream = None
-    else:
-        train_data = _load_memory_data(loop, config, train=True)
-        train_stream = ShardedBatchStream(
-            train_data,
-            per_worker,
-            rank=rank,
-            world_size=world,
-            randaugment=config.augment == "randaugment",
-            seed=config.seed,
-            augment=AugmentSpec(
-                random_crop_padding=config.crop_padding, horizontal_flip=config.horizontal_flip, cutout=config.cutout
-            ),
-            device=device,
-            channels_last=channels_last,
-        )
-    test = _Shard(loop, config, rank, world, device, channels_last)
+    train_batches = _train_batches(loop, config, place)
+    test = _Shard(loop, config, rank, world, device, place.channels_last)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    top_k = min(5, loop["num_classes"])
 
     for epoch in range(start_epoch, config.epochs):
         started = time.time()
         torch.manual_seed(_seed("retrain-epoch", config.seed, rank, epoch))  # drop-path / RandAugment draws
         # The schedule is a pure function of the epoch (what the LambdaLR holds too); setting it explicitly
         # keeps a resumed run right even when --resume changed the number of epochs.
-        lr = peak_lr * lr_factor(config, epoch)
+        lr = effective_lr(config) * lr_factor(config, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
         net.drop_path_prob = config.drop_path_prob * epoch / config.epochs
         model.train()
-        if train_stream is not None:
-            batches = train_stream.epoch(epoch)
-        else:
-            train_loader.sampler.set_epoch(epoch)
-            batches = train_loader
-        # Running sums stay on the device: no host sync per step.
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
-        for x, y in batches:
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            loss, logits = train_step(model, x, y, criterion=criterion, optimizer=optimizer, config=config, amp=use_amp)
-            loss_sum += loss.double() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
+        train_counts = _train_epoch(model, train_batches(epoch), criterion, optimizer, config, place)
         scheduler.step()
         train_time = time.time() - started
-
-        net.eval()
-        top1 = top5 = tested = 0
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            for x, y in test.batches():
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                logits, _ = net(x)
-                best = logits.float().topk(top_k, dim=1).indices
-                hits = best == y[:, None]
-                top1 += int(hits[:, 0].sum())
-                top5 += int(hits.any(dim=1).sum())
-                tested += len(y)
-        loss_sum, correct, seen, top1, top5, tested = _all_reduce(
-            [float(loss_sum), int(correct), seen, top1, top5, tested], device
-        )
+        test_counts = _evaluate(net, test, min(5, loop["num_classes"]), place)
+        loss_sum, correct, seen, top1, top5, tested = _all_reduce([*train_counts, *test_counts], device)
         metrics = {
             "epoch": epoch + 1,
             "epochs": config.epochs,
@@ -364,24 +284,153 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
             "time": time.time(),
         }
         history.append(metrics)
-        if rank == 0:
-            print(
-                f"epoch {epoch + 1}/{config.epochs}  loss {metrics['train_loss']:.4f}"
-                f"  train {metrics['train_acc']:.2f}%"
-                f"  top1 {metrics['test_top1']:.2f}%  top5 {metrics['test_top5']:.2f}%  lr {lr:.4g}"
-                f"  {metrics['epoch_seconds']:.1f}s",
-                flush=True,
-            )
-            with tempfile.TemporaryDirectory() as folder:
-                state = {
-                    "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch + 1,
-                }
-                torch.save(state, Path(folder) / STATE_FILE)
-                (Path(folder) / HISTORY_FILE).write_text(json.dumps(history))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-        else:
-            ray.train.report(metrics)
+        _report_epoch(metrics, history, net, optimizer, scheduler, rank)
         _debug_hooks(loop["debug"], rank, epoch + 1)
+
+
+def _build_and_restore(loop: dict[str, Any], config: RetrainConfig, place: _Placement) -> tuple[Any, ...]:
+    """The DDP-wrapped network, its optimizer and schedule, restored from Ray Train's latest checkpoint if
+    there is one; returns ``(model, optimizer, scheduler, start_epoch, history)``."""
+    import ray.train
+    import ray.train.torch
+
+    from searchspaces import get_space
+
+    torch.manual_seed(_seed("retrain-init", config.seed))  # same init everywhere; DDP also broadcasts rank 0's
+    genotype = get_space(loop["space"]).genotype_from_json(loop["genotype_json"])
+    model = build_network(loop["space"], genotype, config, loop["num_classes"])
+    optimizer = make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
+
+    start_epoch, history, state = 0, [], None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+            history = json.loads((Path(folder) / HISTORY_FILE).read_text())
+        model.load_state_dict(state["model"])
+        start_epoch = int(state["epoch"])
+    if place.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)  # to the device (same Parameter objects) + DDP
+    if state is not None:  # after the move, so the momentum buffers land on the parameters' device
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    return model, optimizer, scheduler, start_epoch, history
+
+
+def _train_batches(loop: dict[str, Any], config: RetrainConfig, place: _Placement) -> Any:
+    """``epoch -> iterable of (x, y)`` over this rank's shard: a torchvision ImageFolder loader with a
+    DistributedSampler for ImageNet (too large for memory), else the in-memory :class:`ShardedBatchStream`."""
+    per_worker = config.batch_size // place.world
+    if loop["dataset"] != "imagenet":
+        stream = ShardedBatchStream(
+            _load_memory_data(loop, config, train=True),
+            per_worker,
+            rank=place.rank,
+            world_size=place.world,
+            randaugment=config.augment == "randaugment",
+            seed=config.seed,
+            augment=AugmentSpec(
+                random_crop_padding=config.crop_padding, horizontal_flip=config.horizontal_flip, cutout=config.cutout
+            ),
+            device=place.device,
+            channels_last=place.channels_last,
+        )
+        return stream.epoch
+
+    from ostr_ray.data import make_imagefolder_loader
+
+    loader = make_imagefolder_loader(
+        loop["data_dir"],
+        train=True,
+        image_size=config.image_size or 224,
+        batch_size=per_worker,
+        num_workers=_loader_workers(loop, config),
+        distributed=True,
+        rank=place.rank,
+        world_size=place.world,
+        seed=config.seed,
+        pin_memory=place.device.type == "cuda",
+    )
+    if config.augment == "randaugment":
+        from torchvision.transforms import v2
+
+        transforms = loader.dataset.transform.transforms
+        transforms.insert(transforms.index(next(t for t in transforms if isinstance(t, v2.ToImage))), v2.RandAugment())
+
+    def epoch_batches(epoch: int) -> Any:
+        loader.sampler.set_epoch(epoch)
+        return loader
+
+    return epoch_batches
+
+
+def _train_epoch(
+    model: nn.Module,
+    batches: Any,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: RetrainConfig,
+    place: _Placement,
+) -> tuple[float, int, int]:
+    """One pass over this rank's shard; returns its (summed loss, correct, images)."""
+    # Running sums stay on the device: no host sync per step.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=place.device)
+    correct = torch.zeros((), dtype=torch.int64, device=place.device)
+    seen = 0
+    for batch in batches:
+        x, y = place.to_device(*batch)
+        loss, logits = train_step(model, x, y, criterion=criterion, optimizer=optimizer, config=config, amp=place.amp)
+        loss_sum += loss.double() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    return float(loss_sum), int(correct), seen
+
+
+def _evaluate(net: nn.Module, test: _Shard, top_k: int, place: _Placement) -> tuple[int, int, int]:
+    """Top-1 and top-k hits on this rank's test shard; returns (top1, topk, images)."""
+    net.eval()
+    top1 = topk = tested = 0
+    with torch.no_grad(), torch.autocast(place.device.type, dtype=torch.bfloat16, enabled=place.amp):
+        for batch in test.batches():
+            x, y = place.to_device(*batch)
+            logits, _ = net(x)
+            hits = logits.float().topk(top_k, dim=1).indices == y[:, None]
+            top1 += int(hits[:, 0].sum())
+            topk += int(hits.any(dim=1).sum())
+            tested += len(y)
+    return top1, topk, tested
+
+
+def _report_epoch(
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    rank: int,
+) -> None:
+    """Every rank reports (Ray Train waits for all); rank 0 prints the epoch and attaches the checkpoint."""
+    import ray.train
+
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    print(
+        f"epoch {metrics['epoch']}/{metrics['epochs']}  loss {metrics['train_loss']:.4f}"
+        f"  train {metrics['train_acc']:.2f}%"
+        f"  top1 {metrics['test_top1']:.2f}%  top5 {metrics['test_top5']:.2f}%  lr {metrics['lr']:.4g}"
+        f"  {metrics['epoch_seconds']:.1f}s",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        state = {
+            "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": metrics["epoch"],
+        }
+        torch.save(state, Path(folder) / STATE_FILE)
+        (Path(folder) / HISTORY_FILE).write_text(json.dumps(history))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
