@@ -22,6 +22,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ostr_ray searchspaces launch tests benchmarks
+	$(BIN)/ruff format --check ostr_ray searchspaces launch tests benchmarks
 
 demo: $(STAMP)
 	$(BIN)/ostr-ray launch --preset demo --seeds 5

@@ -42,8 +42,22 @@ def run(preset: str, epochs: int, repeats: int) -> dict:
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "search"
-            rows["search_1"].append(_timed([str(BIN / "ostr-ray"), "search", *common, "--seed", "0",
-                                            "--threads", "1", "--out", str(out), "--quiet"]))
+            rows["search_1"].append(
+                _timed(
+                    [
+                        str(BIN / "ostr-ray"),
+                        "search",
+                        *common,
+                        "--seed",
+                        "0",
+                        "--threads",
+                        "1",
+                        "--out",
+                        str(out),
+                        "--quiet",
+                    ]
+                )
+            )
             epoch_seconds.append(_search_epoch_seconds(out / "report.json"))
             launch = [str(BIN / "ostr-ray"), "launch", *common, "--storage", tmp, "--quiet", "--no-experiment-stop"]
             rows["launch_1"].append(_timed([*launch, "--seeds", "1", "--name", "one"]))
@@ -51,7 +65,10 @@ def run(preset: str, epochs: int, repeats: int) -> dict:
             rows["sequence_2"].append(_timed([*launch, "--seeds", "2", "--cpus-per-trial", "2", "--name", "seq"]))
     medians = {k: statistics.median(v) for k, v in rows.items()}
     return {
-        "preset": preset, "epochs": epochs, "repeats": repeats, "wall_s": medians,
+        "preset": preset,
+        "epochs": epochs,
+        "repeats": repeats,
+        "wall_s": medians,
         "in_process_epoch_s": statistics.median(epoch_seconds),
         "launch_over_search": medians["launch_1"] / medians["search_1"],
         "sequence_over_side_by_side": medians["sequence_2"] / medians["side_by_side_2"],
@@ -69,13 +86,18 @@ def main() -> None:
     w = result["wall_s"]
     print(f"| configuration ({args.preset}, {args.epochs} epochs) | wall s |")
     print("|---|---|")
-    for key, label in (("search_1", "1 seed, `ostr-ray search` in-process"), ("launch_1", "1 seed, `ostr-ray launch`"),
-                       ("side_by_side_2", "2 seeds side by side (1 CPU each)"),
-                       ("sequence_2", "2 seeds in sequence (2 CPUs each)")):
+    for key, label in (
+        ("search_1", "1 seed, `ostr-ray search` in-process"),
+        ("launch_1", "1 seed, `ostr-ray launch`"),
+        ("side_by_side_2", "2 seeds side by side (1 CPU each)"),
+        ("sequence_2", "2 seeds in sequence (2 CPUs each)"),
+    ):
         print(f"| {label} | {w[key]:.1f} |")
-    print(f"\nlaunch / in-process: {result['launch_over_search']:.2f}x; "
-          f"sequence / side-by-side: {result['sequence_over_side_by_side']:.2f}x; "
-          f"in-process epoch: {result['in_process_epoch_s']:.1f} s")
+    print(
+        f"\nlaunch / in-process: {result['launch_over_search']:.2f}x; "
+        f"sequence / side-by-side: {result['sequence_over_side_by_side']:.2f}x; "
+        f"in-process epoch: {result['in_process_epoch_s']:.1f} s"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 

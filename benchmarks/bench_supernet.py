@@ -53,10 +53,19 @@ def measure(preset: str, device: str, amp: str, channels_last: bool, iters: int,
     from ostr_ray.search import Searcher
 
     base = build_config(preset, {"data_dir": "/unused"})
-    config = build_config(preset, {
-        "dataset": "synthetic", "image_size": 32, "train_size": base.batch_size, "val_size": base.batch_size,
-        "device": device, "amp": amp, "channels_last": channels_last, "arch_start_epoch": 0,
-    })
+    config = build_config(
+        preset,
+        {
+            "dataset": "synthetic",
+            "image_size": 32,
+            "train_size": base.batch_size,
+            "val_size": base.batch_size,
+            "device": device,
+            "amp": amp,
+            "channels_last": channels_last,
+            "arch_start_epoch": 0,
+        },
+    )
     searcher = Searcher(config)
     batches = (next(searcher.data.train.epoch(0)), next(searcher.data.val.epoch(0)))
     if device.startswith("cuda"):
@@ -67,16 +76,27 @@ def measure(preset: str, device: str, amp: str, channels_last: bool, iters: int,
     step_without = _median_step(searcher, batches, iters, warmup=1)
     searcher.accumulator.add = real_add
     add_alone = _time_accumulator_add(searcher)
-    peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device.startswith("cuda")
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     images = 2 * config.batch_size  # a train and a validation batch per step
     return {
-        "preset": preset, "space": config.space, "batch_size": config.batch_size, "device": device,
+        "preset": preset,
+        "space": config.space,
+        "batch_size": config.batch_size,
+        "device": device,
         "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
-        "threads": torch.get_num_threads(), "amp": amp, "channels_last": channels_last,
-        "step_s": step, "images_per_s": images / step, "peak_mem_mib": peak / 2**20,
+        "threads": torch.get_num_threads(),
+        "amp": amp,
+        "channels_last": channels_last,
+        "step_s": step,
+        "images_per_s": images / step,
+        "peak_mem_mib": peak / 2**20,
         "strength_overhead_pct": 100 * (step - step_without) / step,
-        "accumulator_add_ms": 1000 * add_alone, "accumulator_add_pct": 100 * add_alone / step,
+        "accumulator_add_ms": 1000 * add_alone,
+        "accumulator_add_pct": 100 * add_alone / step,
     }
 
 
@@ -104,12 +124,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None, help="Also write the rows as JSON to this file.")
-    parser.add_argument("--grid", action="store_true",
-                        help="Every amp (off, bf16) x channels_last (off, on) combination (GPU check).")
+    parser.add_argument(
+        "--grid", action="store_true", help="Every amp (off, bf16) x channels_last (off, on) combination (GPU check)."
+    )
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child mode: one preset, JSON lines
     args = parser.parse_args()
-    combos = ([(a, c) for a in ("off", "bf16") for c in (False, True)] if args.grid
-              else [(args.amp, args.channels_last)])
+    combos = [(a, c) for a in ("off", "bf16") for c in (False, True)] if args.grid else [(args.amp, args.channels_last)]
     if args.one:
         import torch
 
@@ -120,8 +140,20 @@ def main() -> None:
         return
     rows = []
     for preset in args.presets.split(","):
-        cmd = [sys.executable, __file__, "--one", preset, "--device", args.device, "--amp", args.amp,
-               "--iters", str(args.iters), "--warmup", str(args.warmup)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            preset,
+            "--device",
+            args.device,
+            "--amp",
+            args.amp,
+            "--iters",
+            str(args.iters),
+            "--warmup",
+            str(args.warmup),
+        ]
         cmd += ["--channels-last"] if args.channels_last else []
         cmd += ["--grid"] if args.grid else []
         cmd += ["--threads", str(args.threads)] if args.threads else []
@@ -134,9 +166,11 @@ def main() -> None:
     print("| preset | batch | device | amp | channels_last | step (s) | images/s | peak MiB | strength overhead |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['preset']} | {r['batch_size']} | {r['device_name']} ({r['threads']} thr) | {r['amp']} | "
-              f"{r['channels_last']} | {r['step_s']:.4f} | {r['images_per_s']:.0f} | {r['peak_mem_mib']:.0f} | "
-              f"{r['accumulator_add_pct']:.3f}% (add alone), {r['strength_overhead_pct']:+.2f}% (A/B) |")
+        print(
+            f"| {r['preset']} | {r['batch_size']} | {r['device_name']} ({r['threads']} thr) | {r['amp']} | "
+            f"{r['channels_last']} | {r['step_s']:.4f} | {r['images_per_s']:.0f} | {r['peak_mem_mib']:.0f} | "
+            f"{r['accumulator_add_pct']:.3f}% (add alone), {r['strength_overhead_pct']:+.2f}% (A/B) |"
+        )
 
 
 if __name__ == "__main__":

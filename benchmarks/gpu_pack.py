@@ -36,8 +36,18 @@ PRESET = "nb201-cifar10"
 def search_settings(steps: int, batch: int, epochs: int, device: str, amp: str) -> dict[str, object]:
     """Synthetic 32x32 data sized to ``steps`` minibatches per epoch, no early stop: only the speed counts."""
     size = batch * steps
-    return {"dataset": "synthetic", "image_size": 32, "train_size": size, "val_size": size, "batch_size": batch,
-            "epochs": epochs, "device": device, "amp": amp, "patience": 0, "data_dir": "/unused"}
+    return {
+        "dataset": "synthetic",
+        "image_size": 32,
+        "train_size": size,
+        "val_size": size,
+        "batch_size": batch,
+        "epochs": epochs,
+        "device": device,
+        "amp": amp,
+        "patience": 0,
+        "data_dir": "/unused",
+    }
 
 
 def _set_flags(settings: dict[str, object]) -> list[str]:
@@ -53,10 +63,30 @@ def _run(cmd: list[str], what: str) -> None:
 
 def pack_with_launch(n: int, settings: dict[str, object], gpu: bool, cpus: int, tmp: str) -> list[dict]:
     """N seeds as N Tune trials of one ``ostr-ray launch``; returns each trial's last epoch report."""
-    cmd = [sys.executable, "-m", "ostr_ray.cli", "launch", "--preset", PRESET, "--seeds", str(n),
-           "--storage", tmp, "--name", "pack", "--quiet", "--max-failures", "0",
-           "--no-seed-stop", "--no-experiment-stop", "--cpus-per-trial", str(max(1, cpus // n)),
-           "--gpus-per-trial", str(round(1 / n, 4) if gpu else 0), *_set_flags(settings)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ostr_ray.cli",
+        "launch",
+        "--preset",
+        PRESET,
+        "--seeds",
+        str(n),
+        "--storage",
+        tmp,
+        "--name",
+        "pack",
+        "--quiet",
+        "--max-failures",
+        "0",
+        "--no-seed-stop",
+        "--no-experiment-stop",
+        "--cpus-per-trial",
+        str(max(1, cpus // n)),
+        "--gpus-per-trial",
+        str(round(1 / n, 4) if gpu else 0),
+        *_set_flags(settings),
+    ]
     _run(cmd, f"ostr-ray launch of {n} seeds")
     history = json.loads(Path(tmp, "pack", "history.json").read_text())
     return [trial["reports"][-1] for trial in history["trials"]]
@@ -68,10 +98,23 @@ def pack_with_processes(n: int, settings: dict[str, object], cpus: int, tmp: str
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = []
     for seed in range(n):
-        cmd = [sys.executable, "-m", "ostr_ray.cli", "search", "--preset", PRESET, "--seed", str(seed),
-               "--out", f"{tmp}/s{seed}", "--quiet", *_set_flags({**settings, "threads": max(1, cpus // n)})]
-        procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      text=True, env=env))
+        cmd = [
+            sys.executable,
+            "-m",
+            "ostr_ray.cli",
+            "search",
+            "--preset",
+            PRESET,
+            "--seed",
+            str(seed),
+            "--out",
+            f"{tmp}/s{seed}",
+            "--quiet",
+            *_set_flags({**settings, "threads": max(1, cpus // n)}),
+        ]
+        procs.append(
+            subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        )
     for proc in procs:
         _, err = proc.communicate()
         if proc.returncode:
@@ -88,19 +131,30 @@ def measure(n: int, via: str, settings: dict[str, object], cpus: int) -> dict:
             last = pack_with_processes(n, settings, cpus, tmp)
         wall = time.perf_counter() - start
     per_seed = [report["images_per_s"] for report in last]
-    return {"seeds": n, "via": via, "amp": settings["amp"], "batch": settings["batch_size"],
-            "aggregate_images_per_s": sum(per_seed), "per_seed_images_per_s": per_seed,
-            "epoch_seconds": [report["epoch_seconds"] for report in last], "wall_s": wall}
+    return {
+        "seeds": n,
+        "via": via,
+        "amp": settings["amp"],
+        "batch": settings["batch_size"],
+        "aggregate_images_per_s": sum(per_seed),
+        "per_seed_images_per_s": per_seed,
+        "epoch_seconds": [report["epoch_seconds"] for report in last],
+        "wall_s": wall,
+    }
 
 
 def markdown(rows: list[dict]) -> str:
     base = rows[0]["aggregate_images_per_s"] / rows[0]["seeds"]
-    lines = ["| seeds on one GPU | via | aggregate images/s | per seed | vs 1 seed alone | wall s |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| seeds on one GPU | via | aggregate images/s | per seed | vs 1 seed alone | wall s |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         agg = r["aggregate_images_per_s"]
-        lines.append(f"| {r['seeds']} | {r['via']} | {agg:.0f} | {agg / r['seeds']:.0f} | {agg / base:.2f}x | "
-                     f"{r['wall_s']:.0f} |")
+        lines.append(
+            f"| {r['seeds']} | {r['via']} | {agg:.0f} | {agg / r['seeds']:.0f} | {agg / base:.2f}x | "
+            f"{r['wall_s']:.0f} |"
+        )
     return "\n".join(lines)
 
 

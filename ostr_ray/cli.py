@@ -71,22 +71,14 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Any setting as 
 @app.command()
 @cli_errors
 def search(
-    preset: Annotated[
-        str, typer.Option(help="Preset name (see `ostr-ray presets`) or a YAML path.")
-    ] = "demo",
+    preset: Annotated[str, typer.Option(help="Preset name (see `ostr-ray presets`) or a YAML path.")] = "demo",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    dataset: Annotated[
-        str | None, typer.Option(help="cifar10, cifar100, imagefolder, digits, synthetic.")
-    ] = None,
-    data_dir: Annotated[
-        str | None, typer.Option(help="Data root (class-folder tree for imagefolder).")
-    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="cifar10, cifar100, imagefolder, digits, synthetic.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Data root (class-folder tree for imagefolder).")] = None,
     download: Annotated[bool, typer.Option(help="Download torchvision data sets when missing.")] = False,
     epochs: Annotated[int | None, typer.Option(help="Override the preset's epochs.")] = None,
     criterion: Annotated[str | None, typer.Option(help="Criterion Algorithm 1 watches.")] = None,
-    patience: Annotated[
-        int | None, typer.Option(help="Algorithm 1: stop when stable this many epochs.")
-    ] = None,
+    patience: Annotated[int | None, typer.Option(help="Algorithm 1: stop when stable this many epochs.")] = None,
     tie_se: Annotated[float | None, typer.Option(help="Ignore flips between ops within k SEs.")] = None,
     nb201_table: Annotated[str | None, typer.Option(help="NB201 ground-truth table (CSV or NATS).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
@@ -121,10 +113,7 @@ def search(
         out = resume
     else:
         config = build_config(preset, overrides)
-        out = (
-            out
-            or Path("ostr_runs") / f"search-{Path(preset).stem}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        out = out or Path("ostr_runs") / f"search-{Path(preset).stem}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     start = saved["epoch"] if saved is not None else 0
     progress = RichSearchProgress(config.epochs, config.criterion, start_epoch=start, quiet=quiet)
     try:
@@ -147,29 +136,17 @@ def search(
 def launch(
     preset: Annotated[str, typer.Option(help="Preset for every trial (see `ostr-ray presets`).")] = "demo",
     seeds: Annotated[str, typer.Option(help="A count (5 = seeds 0..4) or a list (3,7,11).")] = "5",
-    spaces: Annotated[
-        str | None, typer.Option(help="Variants: spaces (nb201,darts,pcdarts) or presets.")
-    ] = None,
-    address: Annotated[
-        str | None, typer.Option(help="Join a running Ray cluster ('auto'); else start one.")
-    ] = None,
+    spaces: Annotated[str | None, typer.Option(help="Variants: spaces (nb201,darts,pcdarts) or presets.")] = None,
+    address: Annotated[str | None, typer.Option(help="Join a running Ray cluster ('auto'); else start one.")] = None,
     storage: Annotated[str | None, typer.Option(help="Experiment storage: a path or s3://... URI.")] = None,
     name: Annotated[str | None, typer.Option(help="Experiment name (a folder under --storage).")] = None,
     resume: Annotated[str | None, typer.Option(help="Continue the interrupted launch at this path.")] = None,
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial (also torch's threads).")] = 1.0,
-    gpus_per_trial: Annotated[
-        float, typer.Option(help="GPUs per trial; 0.25 packs four seeds per GPU.")
-    ] = 0.0,
-    max_failures: Annotated[
-        int, typer.Option(help="Retries of a failed trial from its last checkpoint.")
-    ] = 2,
+    gpus_per_trial: Annotated[float, typer.Option(help="GPUs per trial; 0.25 packs four seeds per GPU.")] = 0.0,
+    max_failures: Annotated[int, typer.Option(help="Retries of a failed trial from its last checkpoint.")] = 2,
     criterion: Annotated[str | None, typer.Option(help="Criterion the stability rules watch.")] = None,
-    patience: Annotated[
-        int | None, typer.Option(help="C: epochs a genotype must hold (0 = run all).")
-    ] = None,
-    agreement: Annotated[
-        float, typer.Option(help="Share of seeds that must agree to stop the launch.")
-    ] = 0.8,
+    patience: Annotated[int | None, typer.Option(help="C: epochs a genotype must hold (0 = run all).")] = None,
+    agreement: Annotated[float, typer.Option(help="Share of seeds that must agree to stop the launch.")] = 0.8,
     seed_stop: Annotated[bool, typer.Option(help="Per-seed Algorithm 1.")] = True,
     experiment_stop: Annotated[bool, typer.Option(help="Stop all once the consensus held.")] = True,
     epochs: Annotated[int | None, typer.Option(help="Override the preset's epochs.")] = None,
@@ -194,7 +171,11 @@ def launch(
             report = launcher.resume_launch(resume, listeners=[view], view=view, address=address)
         else:
             overrides = _overrides(
-                set_, epochs=epochs, dataset=dataset, data_dir=data_dir, nb201_table=nb201_table,
+                set_,
+                epochs=epochs,
+                dataset=dataset,
+                data_dir=data_dir,
+                nb201_table=nb201_table,
                 download=download or None,
             )
             spec = launcher.build_spec(
@@ -263,9 +244,7 @@ def report(
     metric: Annotated[
         str | None, typer.Option(help="Ground-truth column for figures and Tables V/VI (default: a *test* one).")
     ] = None,
-    write: Annotated[
-        bool, typer.Option(help="Write evidence.md/.json and the PNG figures beside report.json.")
-    ] = True,
+    write: Annotated[bool, typer.Option(help="Write evidence.md/.json and the PNG figures beside report.json.")] = True,
 ) -> None:
     """A finished launch's report with the paper-style evidence (tables, figures; see ostr_ray/evidence/)."""
     import json

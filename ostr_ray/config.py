@@ -181,9 +181,7 @@ def validate(config: SearchConfig) -> None:
         get_space(config.space)
     except SearchSpaceError as err:
         raise ConfigError(str(err)) from None
-    _require(
-        config.dataset in DATASETS, f"unknown dataset {config.dataset!r}; choose from {', '.join(DATASETS)}"
-    )
+    _require(config.dataset in DATASETS, f"unknown dataset {config.dataset!r}; choose from {', '.join(DATASETS)}")
     _require(config.order in ORDERS, f"unknown order {config.order!r}; choose from {', '.join(ORDERS)}")
     _require(
         config.amp in AMP_MODES,
@@ -211,14 +209,10 @@ def validate(config: SearchConfig) -> None:
             0 < config.subset_fraction <= 1,
             f"subset_fraction must be in (0, 1], got {config.subset_fraction!r}",
         )
-    _require(
-        0 < config.train_fraction < 1, f"train_fraction must be in (0, 1), got {config.train_fraction!r}"
-    )
+    _require(0 < config.train_fraction < 1, f"train_fraction must be in (0, 1), got {config.train_fraction!r}")
     if config.nb201_table:
         _require(config.space == "nb201", f"nb201_table applies to the nb201 space, not {config.space!r}")
     if config.dataset == "imagefolder":
-        _require(
-            bool(config.data_dir), "dataset 'imagefolder' needs --data-dir pointing at a class-folder tree"
-        )
+        _require(bool(config.data_dir), "dataset 'imagefolder' needs --data-dir pointing at a class-folder tree")
     if config.threads is not None:
         _require(config.threads >= 1, f"threads must be >= 1, got {config.threads!r}")

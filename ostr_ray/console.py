@@ -28,9 +28,7 @@ def epoch_line(report: EpochReport, criterion: str) -> str:
         if crit in report.genotypes:
             truth = report.ground_truth.get(crit)
             acc = f" [green]{next(iter(truth.values())):.2f}[/]" if truth else ""
-            parts.append(
-                f"{crit}={short_genotype(report.genotypes[crit])}{acc} (stable {report.stable_for[crit]})"
-            )
+            parts.append(f"{crit}={short_genotype(report.genotypes[crit])}{acc} (stable {report.stable_for[crit]})")
     return "  ".join(parts)
 
 

@@ -95,8 +95,7 @@ def normalised_strength(report: EpochReport, criterion: str, cells: tuple[str, .
         scores = {cell: torch.as_tensor(selection.scores[cell]).double().numpy() for cell in cells}
     except KeyError as err:
         raise ValueError(
-            f"seed {report.seed} epoch {report.epoch}: criterion {criterion!r} needs {err}, missing from the "
-            "report"
+            f"seed {report.seed} epoch {report.epoch}: criterion {criterion!r} needs {err}, missing from the report"
         ) from None
     return {cell: normalise_rows(matrix) for cell, matrix in scores.items()}
 
@@ -153,9 +152,7 @@ def mean_kendall_tau(strengths: list[Matrix]) -> float | None:
     """
     if len(strengths) < 2:
         return None
-    taus = [
-        kendall_tau_b(a[cell], b[cell]).ravel() for a, b in combinations(strengths, 2) for cell in sorted(a)
-    ]
+    taus = [kendall_tau_b(a[cell], b[cell]).ravel() for a, b in combinations(strengths, 2) for cell in sorted(a)]
     values = np.concatenate(taus)
     values = values[np.isfinite(values)]
     return float(values.mean()) if values.size else None
@@ -516,8 +513,7 @@ class Coordinator:
             "criterion_consensus": dict(last.criterion_consensus) if last else {},
             "criterion_agreement": dict(last.criterion_agreement) if last else {},
             "history": [
-                [s.epoch, s.agreement, s.consensus_stable_for, s.mean_kendall_tau]
-                for s in self._stats[variant]
+                [s.epoch, s.agreement, s.consensus_stable_for, s.mean_kendall_tau] for s in self._stats[variant]
             ],
         }
 
@@ -529,9 +525,7 @@ class Coordinator:
         return {
             "version": _STATE_VERSION,
             "criterion": self.criterion,
-            "trials": [
-                {"variant": k.variant, "seed": k.seed, **t.to_json()} for k, t in sorted(self._trials.items())
-            ],
+            "trials": [{"variant": k.variant, "seed": k.seed, **t.to_json()} for k, t in sorted(self._trials.items())],
             "stats": {v: [s.to_json() for s in stats] for v, stats in sorted(self._stats.items())},
         }
 

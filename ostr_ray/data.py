@@ -76,18 +76,13 @@ class ImageData:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise DataError(
-                f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
-            )
+            raise DataError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
             raise DataError(
-                f"labels must be int64 ({self.images.shape[0]},), got {self.labels.dtype} "
-                f"{tuple(self.labels.shape)}"
+                f"labels must be int64 ({self.images.shape[0]},), got {self.labels.dtype} {tuple(self.labels.shape)}"
             )
         if len(self.mean) != self.images.shape[1] or len(self.std) != self.images.shape[1]:
-            raise DataError(
-                f"mean/std need {self.images.shape[1]} channels, got {len(self.mean)}/{len(self.std)}"
-            )
+            raise DataError(f"mean/std need {self.images.shape[1]} channels, got {len(self.mean)}/{len(self.std)}")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -427,9 +422,7 @@ class _DecodeChunks(torch.utils.data.Dataset):
 def _decode_all(paths: list[Path], image_size: int | None) -> Tensor:
     """Decode in a few worker processes: torchvision's decoders hold the GIL, so threads do not help."""
     workers = 0 if len(paths) < _PARALLEL_DECODE_MIN else min(4, os.cpu_count() or 1)
-    loader = torch.utils.data.DataLoader(
-        _DecodeChunks(paths, image_size), batch_size=None, num_workers=workers
-    )
+    loader = torch.utils.data.DataLoader(_DecodeChunks(paths, image_size), batch_size=None, num_workers=workers)
     chunks = list(loader)
     for chunk in chunks:
         if isinstance(chunk, str):
@@ -611,10 +604,7 @@ class BatchStream:
                 [torch.randint(0, h, (n,), generator=g), torch.randint(0, w, (n,), generator=g)], dim=1
             )
         return _EpochPlan(
-            *(
-                None if t is None else t.to(self.device, non_blocking=True)
-                for t in (order, offsets, flips, centers)
-            )
+            *(None if t is None else t.to(self.device, non_blocking=True) for t in (order, offsets, flips, centers))
         )
 
     def _batch(self, plan: _EpochPlan) -> tuple[Tensor, Tensor]:

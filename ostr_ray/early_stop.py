@@ -14,9 +14,7 @@ from ostr_ray.criteria import Selection
 from searchspaces import Genotype, SearchSpace
 
 
-def edge_decisiveness(
-    space: SearchSpace, genotype: Genotype, selection: Selection
-) -> dict[str, list[float | None]]:
+def edge_decisiveness(space: SearchSpace, genotype: Genotype, selection: Selection) -> dict[str, list[float | None]]:
     """Per cell type and edge row: (chosen - runner-up) / combined standard error, for the kept edges.
 
     ``None`` where the edge is not kept or the criterion has no standard errors (magnitude). Large means
@@ -40,9 +38,7 @@ def edge_decisiveness(
     return result
 
 
-def is_tied_change(
-    space: SearchSpace, old: Genotype, new: Genotype, selection: Selection, tie_se: float
-) -> bool:
+def is_tied_change(space: SearchSpace, old: Genotype, new: Genotype, selection: Selection, tie_se: float) -> bool:
     """True when every edge that differs kept its place and swapped between ops within ``tie_se`` SEs."""
     if tie_se <= 0 or selection.stderr is None:
         return False

@@ -70,8 +70,9 @@ class LaunchSpec:
                 search.setdefault("threads", None)
                 if search["threads"] is None:
                     search["threads"] = threads
-                trials.append({"variant": variant, "seed": seed, "search": search,
-                               "experiment_path": self.experiment_path})
+                trials.append(
+                    {"variant": variant, "seed": seed, "search": search, "experiment_path": self.experiment_path}
+                )
         return trials
 
 
@@ -368,9 +369,7 @@ def init_ray(address: str | None, spec: LaunchSpec) -> None:
     if spec.gpus_per_trial > 0 and resources.get("GPU", 0) == 0:
         problem = f"--gpus-per-trial {spec.gpus_per_trial} but the Ray cluster has no GPU"
     elif spec.cpus_per_trial > resources.get("CPU", 0):
-        problem = (
-            f"--cpus-per-trial {spec.cpus_per_trial} exceeds the cluster's {resources.get('CPU', 0):g} CPUs"
-        )
+        problem = f"--cpus-per-trial {spec.cpus_per_trial} exceeds the cluster's {resources.get('CPU', 0):g} CPUs"
     if problem:
         if owned:
             ray.shutdown()
@@ -483,9 +482,7 @@ def resume_launch(
     init_ray(address, spec)
     if not tune.Tuner.can_restore(experiment_path):
         raise LaunchError(f"{experiment_path} holds no restorable Tune experiment")
-    tuner = tune.Tuner.restore(
-        experiment_path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True
-    )
+    tuner = tune.Tuner.restore(experiment_path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
     callback = _find_callback(tuner)
     callback.view, callback.listeners = view, [*(listeners or []), recorder]
     return _fit_and_report(tuner, callback, spec, recorder)
@@ -545,16 +542,13 @@ def _ground_truth(spec: LaunchSpec, report: dict[str, Any]) -> dict[str, Any]:
         table = load_nb201_table(config["nb201_table"])
         data = report["variants"][variant]
         seeds = {
-            seed: {crit: table.lookup(g) for crit, g in s["genotypes"].items()}
-            for seed, s in data["seeds"].items()
+            seed: {crit: table.lookup(g) for crit, g in s["genotypes"].items()} for seed, s in data["seeds"].items()
         }
         consensus = data.get("consensus_genotype")
         truth[variant] = {
             "seeds": seeds,
             "consensus": table.lookup(consensus) if consensus else None,
-            "criterion_consensus": {
-                c: table.lookup(g) for c, g in data.get("criterion_consensus", {}).items() if g
-            },
+            "criterion_consensus": {c: table.lookup(g) for c, g in data.get("criterion_consensus", {}).items() if g},
         }
     return truth
 
@@ -596,8 +590,11 @@ def launch_status(path: str, now: float | None = None) -> dict[str, Any]:
         return {**status, "state": "finished", "stop_reason": report.get("stop_reason")}
     age = (now or time.time()) - status["updated_at"] if "updated_at" in status else None
     when = f"last update {age:.0f} s ago" if age is not None else "last update time unknown"
-    return {**status, "state": "unfinished",
-            "stop_reason": f"not finished ({when}): running, or interrupted; resume: ostr-ray launch --resume {path}"}
+    return {
+        **status,
+        "state": "unfinished",
+        "stop_reason": f"not finished ({when}): running, or interrupted; resume: ostr-ray launch --resume {path}",
+    }
 
 
 def default_name(variants: dict[str, Any]) -> str:
@@ -632,9 +629,7 @@ def build_spec(
     if not 0 < agreement <= 1:
         raise LaunchError(f"--agreement {agreement!r} must be in (0, 1]")
     if gpus_per_trial < 0 or cpus_per_trial <= 0:
-        raise LaunchError(
-            f"resources per trial must be positive (cpus {cpus_per_trial!r}, gpus {gpus_per_trial!r})"
-        )
+        raise LaunchError(f"resources per trial must be positive (cpus {cpus_per_trial!r}, gpus {gpus_per_trial!r})")
     if max_failures < 0:
         raise LaunchError(f"--max-failures {max_failures!r} must be >= 0")
     check_data_sources(variants)

@@ -84,13 +84,9 @@ class NB201Table:
         if "arch" not in header:
             raise NB201TableError(f"NB201 table {path} has no 'arch' column (columns: {', '.join(header)})")
         metrics = [name for name in header if name not in ("arch", "index")]
-        archs = [
-            _canonical_arch(row["arch"], f"{path} line {line}") for line, row in enumerate(rows, start=2)
-        ]
+        archs = [_canonical_arch(row["arch"], f"{path} line {line}") for line, row in enumerate(rows, start=2)]
         if "index" in header:
-            indices = [
-                _parse_index(row["index"], f"{path} line {line}") for line, row in enumerate(rows, start=2)
-            ]
+            indices = [_parse_index(row["index"], f"{path} line {line}") for line, row in enumerate(rows, start=2)]
         else:
             indices = list(range(len(rows)))
         columns = {name: _parse_metric(rows, name, path) for name in metrics}
@@ -202,9 +198,7 @@ def load_nb201_table(path: str | Path) -> NB201Table:
         return NB201Table.from_csv(path)
     if path.is_dir() or path.suffix.lower() in (".pickle", ".pth", ".pbz2"):
         return NB201Table.from_nats(path)
-    raise NB201TableError(
-        f"cannot tell the format of NB201 table {path}: expected a .csv or a NATS-Bench path"
-    )
+    raise NB201TableError(f"cannot tell the format of NB201 table {path}: expected a .csv or a NATS-Bench path")
 
 
 def _arch_key(arch: object) -> str:

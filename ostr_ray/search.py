@@ -148,8 +148,7 @@ class Searcher:
         )
         self.accumulator = StrengthAccumulator()
         self.trackers = {
-            name: StabilityTracker(config.patience, config.min_epochs, config.tie_se)
-            for name in list_criteria()
+            name: StabilityTracker(config.patience, config.min_epochs, config.tie_se) for name in list_criteria()
         }
         self.table = _load_table(config)
         self.epoch = 0
@@ -267,9 +266,7 @@ class Searcher:
         extra = self.arch_params[len(betas) :]  # PC-DARTS edge alphas
         return betas, extra
 
-    def _first_order_grads(
-        self, x: torch.Tensor, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None
-    ):
+    def _first_order_grads(self, x: torch.Tensor, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None):
         betas, extra = self._arch_inputs()
         alphas = list(self.model.alphas.values())
         logits, loss = self._loss(x, y, betas, params)
@@ -323,9 +320,7 @@ class Searcher:
             grads.append(torch.autograd.grad(loss, self.arch_params))
         return [(gp - gm) / (2 * eps) for gp, gm in zip(*grads)]
 
-    def _weight_step(
-        self, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self.w_opt.zero_grad(set_to_none=True)
         logits, loss = self._loss(x, y, self._fixed_op_weights())
         loss.backward(inputs=self.weight_params)

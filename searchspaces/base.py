@@ -136,9 +136,7 @@ def get_space(name: str) -> SearchSpace:
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise SearchSpaceError(
-            f"unknown search space {name!r}; choose from {', '.join(sorted(_REGISTRY))}"
-        ) from None
+        raise SearchSpaceError(f"unknown search space {name!r}; choose from {', '.join(sorted(_REGISTRY))}") from None
     return factory()
 
 

@@ -105,9 +105,7 @@ def _checked_cell(cell: str, pairs: Any, concat: Any) -> tuple[tuple[Pair, ...],
         op, inp = pair
         node = k // 2
         if not isinstance(op, str) or op not in _SHORT_NAMES:
-            hint = (
-                "'none' is never kept in a genotype" if op == "none" else f"ops are {', '.join(_SHORT_NAMES)}"
-            )
+            hint = "'none' is never kept in a genotype" if op == "none" else f"ops are {', '.join(_SHORT_NAMES)}"
             raise SearchSpaceError(f"unknown op {op!r} in {cell} pair {k}; {hint}")
         inp = _as_index(inp, f"input of {cell} pair {k}")
         if not 0 <= inp <= node + 1:
@@ -170,9 +168,7 @@ class DartsGenotype:
         fields = ("normal", "normal_concat", "reduce", "reduce_concat")
         unknown = sorted(set(data) - set(fields) - {"space"})
         if unknown:
-            raise SearchSpaceError(
-                f"unexpected key(s) {', '.join(map(repr, unknown))} in DARTS genotype JSON"
-            )
+            raise SearchSpaceError(f"unexpected key(s) {', '.join(map(repr, unknown))} in DARTS genotype JSON")
         missing = [f for f in fields if f not in data]
         if missing:
             raise SearchSpaceError(f"DARTS genotype JSON lacks key(s) {', '.join(map(repr, missing))}")
@@ -185,8 +181,7 @@ class DartsGenotype:
         for cell in CELL_TYPES:
             pairs = getattr(self, cell)
             nodes = "|".join(
-                ",".join(f"{_SHORT_NAMES[op]}~{inp}" for op, inp in pairs[2 * n : 2 * n + 2])
-                for n in range(NUM_NODES)
+                ",".join(f"{_SHORT_NAMES[op]}~{inp}" for op, inp in pairs[2 * n : 2 * n + 2]) for n in range(NUM_NODES)
             )
             concat = getattr(self, f"{cell}_concat")
             suffix = "" if concat == DEFAULT_CONCAT else "[" + ",".join(map(str, concat)) + "]"
@@ -208,9 +203,7 @@ class DartsGenotype:
     def edge_choices(self) -> dict[str, dict[int, int]]:
         """cell type -> {alpha row: op index} for the 8 kept edges of each cell."""
         return {
-            cell: {
-                edge_row(k // 2, inp): PRIMITIVES.index(op) for k, (op, inp) in enumerate(getattr(self, cell))
-            }
+            cell: {edge_row(k // 2, inp): PRIMITIVES.index(op) for k, (op, inp) in enumerate(getattr(self, cell))}
             for cell in CELL_TYPES
         }
 
@@ -256,9 +249,7 @@ def _parse_short(text: str) -> DartsGenotype:
     for part in text.split(";"):
         m = _STR_CELL.match(part.strip())
         if m is None:
-            raise SearchSpaceError(
-                f"cannot parse genotype part {part!r}; expected e.g. 'N:sep3~0,sep3~1|...'"
-            )
+            raise SearchSpaceError(f"cannot parse genotype part {part!r}; expected e.g. 'N:sep3~0,sep3~1|...'")
         cell = letters[m.group(1)]
         if cell in fields:
             raise SearchSpaceError(f"genotype text names the {cell} cell twice: {text!r}")
@@ -421,9 +412,7 @@ class SearchCell(nn.Module):
         self.cell_type = "reduce" if reduction else "normal"
         self.steps, self.multiplier = steps, multiplier
         self.preprocess0, self.preprocess1 = preprocess_inputs(C_prev_prev, C_prev, C, reduction_prev, False)
-        self.edges = nn.ModuleList(
-            make_edge(C, 2 if reduction and inp < 2 else 1) for _, inp in cell_edges(steps)
-        )
+        self.edges = nn.ModuleList(make_edge(C, 2 if reduction and inp < 2 else 1) for _, inp in cell_edges(steps))
 
     def forward(
         self,
@@ -475,9 +464,7 @@ class CellSupernet(Supernet):
         self.steps, self.num_edges = steps, len(cell_edges(steps))
         C_stem = stem_multiplier * C
         # The stem BN keeps its affine parameters, as in DARTS' search network; only cell BNs drop them.
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem)
-        )
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
         C_prev_prev, C_prev, C_curr = C_stem, C_stem, C
         self.cells = nn.ModuleList()
         reduction_prev = False
@@ -486,9 +473,7 @@ class CellSupernet(Supernet):
             if reduction:
                 C_curr *= 2
             self.cells.append(
-                SearchCell(
-                    C_prev_prev, C_prev, C_curr, reduction, reduction_prev, steps, multiplier, make_edge
-                )
+                SearchCell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, steps, multiplier, make_edge)
             )
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr

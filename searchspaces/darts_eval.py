@@ -141,9 +141,7 @@ class _EvalNetwork(nn.Module):
                 raise SearchSpaceError(f"{name} must be a positive int, got {value!r}")
         for attr in ("normal", "normal_concat", "reduce", "reduce_concat"):
             if not hasattr(genotype, attr):
-                raise SearchSpaceError(
-                    f"expected a DartsGenotype, got {type(genotype).__name__}: {genotype!r}"
-                )
+                raise SearchSpaceError(f"expected a DartsGenotype, got {type(genotype).__name__}: {genotype!r}")
         self.layers, self.auxiliary = layers, auxiliary
         self.aux_index = 2 * layers // 3
         C_prev_prev, C_prev, C_curr = C_stem, C_stem, C
@@ -195,9 +193,7 @@ class NetworkCIFAR(_EvalNetwork):
         super().__init__()
         self.drop_path_prob = drop_path_prob
         C_stem = 3 * C
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem)
-        )
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
         self._build_cells(genotype, C, layers, num_classes, auxiliary, C_stem, False, AuxiliaryHeadCIFAR)
 
     def _stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,9 +252,7 @@ def build_eval_network(
     try:
         network, default_classes = _NETWORKS[dataset_kind]
     except (KeyError, TypeError):
-        raise SearchSpaceError(
-            f"unknown dataset_kind {dataset_kind!r}; choose from {', '.join(_NETWORKS)}"
-        ) from None
+        raise SearchSpaceError(f"unknown dataset_kind {dataset_kind!r}; choose from {', '.join(_NETWORKS)}") from None
     allowed = set(inspect.signature(network).parameters) - {"genotype", "num_classes"}
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
@@ -272,7 +266,5 @@ def build_eval_network(
 def count_parameters(model: nn.Module, include_auxiliary: bool = False) -> int:
     """Trainable parameters, by default without the auxiliary head (the number papers report)."""
     return sum(
-        p.numel()
-        for name, p in model.named_parameters()
-        if include_auxiliary or not name.startswith(AUXILIARY_PREFIX)
+        p.numel() for name, p in model.named_parameters() if include_auxiliary or not name.startswith(AUXILIARY_PREFIX)
     )

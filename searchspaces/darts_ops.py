@@ -66,9 +66,7 @@ def edge_row(node: int, input_state: int) -> int:
 class ReLUConvBN(nn.Module):
     """ReLU -> conv -> BN: the cell-input preprocessing and the generic conv block."""
 
-    def __init__(
-        self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True
-    ):
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
@@ -108,9 +106,7 @@ class DilConv(nn.Module):
 class SepConv(nn.Module):
     """Two stacked separable convs (the first carries the stride), as in DARTS' ``sep_conv_*``."""
 
-    def __init__(
-        self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True
-    ):
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
@@ -170,9 +166,7 @@ OpFactory = Callable[[int, int, bool], nn.Module]
 OPS: dict[str, OpFactory] = {
     "none": lambda C, stride, affine: Zero(stride),
     "max_pool_3x3": lambda C, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
-    "avg_pool_3x3": lambda C, stride, affine: nn.AvgPool2d(
-        3, stride=stride, padding=1, count_include_pad=False
-    ),
+    "avg_pool_3x3": lambda C, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
     "skip_connect": lambda C, stride, affine: Identity() if stride == 1 else FactorizedReduce(C, C, affine),
     "sep_conv_3x3": lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine),
     "sep_conv_5x5": lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine),
@@ -196,9 +190,5 @@ def preprocess_inputs(
 ) -> tuple[nn.Module, nn.Module]:
     """Cell input adapters: bring both inputs to ``C`` channels at the cell's input resolution (s0 is one
     step behind after a reduction cell, hence the FactorizedReduce)."""
-    pre0 = (
-        FactorizedReduce(C_prev_prev, C, affine)
-        if reduction_prev
-        else ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine)
-    )
+    pre0 = FactorizedReduce(C_prev_prev, C, affine) if reduction_prev else ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine)
     return pre0, ReLUConvBN(C_prev, C, 1, 1, 0, affine)

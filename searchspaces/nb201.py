@@ -143,9 +143,7 @@ def _parse_node(node_text: str, to_node: int) -> list[str]:
         raise SearchSpaceError(f"NB201 node {to_node} text {node_text!r} must start and end with '|'")
     entries = node_text[1:-1].split("|")
     if len(entries) != to_node:
-        raise SearchSpaceError(
-            f"NB201 node {to_node} {node_text!r} has {len(entries)} inputs, expected {to_node}"
-        )
+        raise SearchSpaceError(f"NB201 node {to_node} {node_text!r} has {len(entries)} inputs, expected {to_node}")
     ops = []
     for position, entry in enumerate(entries):
         op, sep, source = entry.partition("~")
@@ -206,9 +204,7 @@ def decode(scores: Scores, edge_weights: Scores | None = None) -> NB201Genotype:
 
 def _only_normal(mapping: Scores, what: str) -> torch.Tensor:
     if not isinstance(mapping, Mapping):
-        raise SearchSpaceError(
-            f"NB201 {what} must be a mapping {{'normal': tensor}}, got {type(mapping).__name__}"
-        )
+        raise SearchSpaceError(f"NB201 {what} must be a mapping {{'normal': tensor}}, got {type(mapping).__name__}")
     extra = sorted(set(mapping) - {"normal"})
     if extra:
         raise SearchSpaceError(f"NB201 has only the 'normal' cell type; unexpected {what} keys {extra}")
@@ -220,9 +216,7 @@ def _only_normal(mapping: Scores, what: str) -> torch.Tensor:
 def _score_rows(scores: Scores) -> list[list[float]]:
     tensor = _only_normal(scores, "scores")
     if tuple(tensor.shape) != (len(EDGES), len(OPS)):
-        raise SearchSpaceError(
-            f"NB201 scores must have shape {(len(EDGES), len(OPS))}, got {tuple(tensor.shape)}"
-        )
+        raise SearchSpaceError(f"NB201 scores must have shape {(len(EDGES), len(OPS))}, got {tuple(tensor.shape)}")
     tensor = tensor.to("cpu", torch.float64)
     if not torch.isfinite(tensor).all():
         raise SearchSpaceError(f"NB201 scores contain non-finite values: {tensor.tolist()}")
@@ -232,9 +226,7 @@ def _score_rows(scores: Scores) -> list[list[float]]:
 def _edge_factors(edge_weights: Scores) -> list[float]:
     tensor = _only_normal(edge_weights, "edge weights")
     if tuple(tensor.shape) != (len(EDGES),):
-        raise SearchSpaceError(
-            f"NB201 edge weights must have shape {(len(EDGES),)}, got {tuple(tensor.shape)}"
-        )
+        raise SearchSpaceError(f"NB201 edge weights must have shape {(len(EDGES),)}, got {tuple(tensor.shape)}")
     return tensor.to("cpu", torch.float64).tolist()
 
 
@@ -363,19 +355,13 @@ class FusedSearchCell(nn.Module):
     def __init__(self, C: int) -> None:
         super().__init__()
         self.C = C
-        self.conv3 = nn.ParameterList(
-            [nn.Parameter(torch.empty(len(rows) * C, C, 3, 3)) for rows in _OUT_EDGES]
-        )
-        self.conv1 = nn.ParameterList(
-            [nn.Parameter(torch.empty(len(rows) * C, C, 1, 1)) for rows in _OUT_EDGES]
-        )
+        self.conv3 = nn.ParameterList([nn.Parameter(torch.empty(len(rows) * C, C, 3, 3)) for rows in _OUT_EDGES])
+        self.conv1 = nn.ParameterList([nn.Parameter(torch.empty(len(rows) * C, C, 1, 1)) for rows in _OUT_EDGES])
         for weight in [*self.conv3, *self.conv1]:
             # Same init as one nn.Conv2d per edge: fan-in is C * k * k regardless of the fusion.
             nn.init.kaiming_uniform_(weight, a=5**0.5)
 
-    def _conv_bn(
-        self, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, padding: int
-    ) -> torch.Tensor:
+    def _conv_bn(self, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, padding: int) -> torch.Tensor:
         y = F.conv2d(x, weight, padding=padding)
         return F.batch_norm(y, None, None, weight=scale, training=True, eps=_BN_EPS)
 

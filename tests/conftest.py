@@ -66,14 +66,27 @@ def make_report(epoch, seed, genotypes, scores, *, space="nb201", betas=None, **
     from ostr_ray.strength import SCORE_NAMES
 
     values = dict(
-        epoch=epoch, epochs=10, seed=seed, space=space, train_loss=1.0, train_acc=0.5, val_loss=1.0,
-        val_acc=0.5, w_lr=0.025, a_lr=3e-4, arch_active=bool(genotypes),
+        epoch=epoch,
+        epochs=10,
+        seed=seed,
+        space=space,
+        train_loss=1.0,
+        train_acc=0.5,
+        val_loss=1.0,
+        val_acc=0.5,
+        w_lr=0.025,
+        a_lr=3e-4,
+        arch_active=bool(genotypes),
         alphas={c: np.zeros_like(m) for c, m in scores.items()},
         betas=betas or {c: np.full_like(m, 1.0 / m.shape[1]) for c, m in scores.items()},
         scores={name: dict(scores) for name in SCORE_NAMES},
         stderr={name: {c: np.zeros_like(m) for c, m in scores.items()} for name in SCORE_NAMES},
-        genotypes=genotypes, changed={c: False for c in genotypes}, stable_for={c: 0 for c in genotypes},
-        decisiveness={}, epoch_seconds=1.0, images_per_s=10.0,
+        genotypes=genotypes,
+        changed={c: False for c in genotypes},
+        stable_for={c: 0 for c in genotypes},
+        decisiveness={},
+        epoch_seconds=1.0,
+        images_per_s=10.0,
     )
     values.update(fields)
     return EpochReport(**values)
@@ -83,8 +96,24 @@ def tiny_spec(tmp_path, name, seeds="3", tracking_uri=None, **extra):
     """A launch spec of the demo preset shrunk to seconds (``tiny_overrides``), stored under ``tmp_path``."""
     from ostr_ray.launch import build_spec
 
-    options = dict(cpus_per_trial=1, gpus_per_trial=0, max_failures=2, criterion=None, patience=None,
-                   agreement=0.8, seed_stop=True, experiment_stop=True)
+    options = dict(
+        cpus_per_trial=1,
+        gpus_per_trial=0,
+        max_failures=2,
+        criterion=None,
+        patience=None,
+        agreement=0.8,
+        seed_stop=True,
+        experiment_stop=True,
+    )
     options.update({k: extra.pop(k) for k in list(extra) if k in options})
-    return build_spec(preset="demo", spaces=None, seeds=seeds, storage=str(tmp_path), name=name,
-                      overrides=tiny_overrides(**extra), tracking_uri=tracking_uri, **options)
+    return build_spec(
+        preset="demo",
+        spaces=None,
+        seeds=seeds,
+        storage=str(tmp_path),
+        name=name,
+        overrides=tiny_overrides(**extra),
+        tracking_uri=tracking_uri,
+        **options,
+    )

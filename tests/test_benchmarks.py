@@ -26,16 +26,33 @@ def test_gpu_retrain_smoke_writes_every_variant(tmp_path):
     out = tmp_path / "retrain.json"
     _run("benchmarks/gpu_retrain.py", str(out), "--smoke", "--networks", "cifar")
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["bf16_amp"], r["channels_last"]) for r in rows] == [(False, False), (False, True), (True, False),
-                                                                    (True, True)]
+    assert [(r["bf16_amp"], r["channels_last"]) for r in rows] == [
+        (False, False),
+        (False, True),
+        (True, False),
+        (True, True),
+    ]
     assert all(r["images_per_s"] > 0 and r["protocol"] == "darts-cifar" for r in rows)
 
 
 @pytest.mark.parametrize("via", ["processes", "launch"])
 def test_gpu_pack_on_cpu_measures_each_seed_count(tmp_path, via):
     out = tmp_path / "pack.json"
-    stdout = _run("benchmarks/gpu_pack.py", "--device", "cpu", "--seeds", "1,2", "--steps", "2", "--batch", "4",
-                  "--via", via, "--json", str(out))
+    stdout = _run(
+        "benchmarks/gpu_pack.py",
+        "--device",
+        "cpu",
+        "--seeds",
+        "1,2",
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+        "--via",
+        via,
+        "--json",
+        str(out),
+    )
     rows = json.loads(out.read_text())
     assert [(r["seeds"], r["via"], len(r["per_seed_images_per_s"])) for r in rows] == [(1, via, 1), (2, via, 2)]
     assert all(r["aggregate_images_per_s"] == pytest.approx(sum(r["per_seed_images_per_s"])) for r in rows)
@@ -43,6 +60,7 @@ def test_gpu_pack_on_cpu_measures_each_seed_count(tmp_path, via):
 
 
 def test_gpu_pack_refuses_a_single_epoch():
-    done = subprocess.run([sys.executable, "benchmarks/gpu_pack.py", "--epochs", "1"], cwd=REPO,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_pack.py", "--epochs", "1"], cwd=REPO, capture_output=True, text=True
+    )
     assert done.returncode == 2 and "--epochs must be >= 2" in done.stderr

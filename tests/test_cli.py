@@ -34,14 +34,17 @@ def test_search_writes_checkpoint_and_report_then_resumes(tmp_path):
     assert json.loads((out / "report.json").read_text())["epochs_done"] == 2
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--preset", "nope"], "unknown preset 'nope'"),
-    (["--criterion", "largest"], "unknown criterion 'largest'"),
-    (["--dataset", "imagefolder", "--data-dir", "/does/not/exist"], "/does/not/exist does not exist"),
-    (["--set", "batch_size=100000"], "100000"),
-    (["--set", "space=nasnet"], "unknown search space 'nasnet'"),
-    (["--resume", "/no/such/run"], "no checkpoint at /no/such/run"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--criterion", "largest"], "unknown criterion 'largest'"),
+        (["--dataset", "imagefolder", "--data-dir", "/does/not/exist"], "/does/not/exist does not exist"),
+        (["--set", "batch_size=100000"], "100000"),
+        (["--set", "space=nasnet"], "unknown search space 'nasnet'"),
+        (["--resume", "/no/such/run"], "no checkpoint at /no/such/run"),
+    ],
+)
 def test_search_bad_input_is_one_line_exit_2(tmp_path, args, message):
     base = ["search", "--quiet", "--out", str(tmp_path / "x")]
     sets = [] if "--preset" in args or "--resume" in args else _sets()

@@ -58,7 +58,12 @@ def report(
         matrices = {"normal": strength_for(text, rows) if scores is None else np.asarray(scores, float)}
     genotypes = {"ostr": text, **(extra or {})}
     return make_report(
-        epoch, seed, genotypes if text else {}, matrices, space=space, stop_reason=stop_reason,
+        epoch,
+        seed,
+        genotypes if text else {},
+        matrices,
+        space=space,
+        stop_reason=stop_reason,
         stable_for={c: stable_for for c in genotypes},
     )
 
@@ -423,9 +428,7 @@ def _darts_report(epoch: int, seed: int, scores: dict[str, torch.Tensor]) -> Epo
 def test_darts_consensus_decodes_to_a_valid_genotype():
     gen = torch.Generator().manual_seed(0)
     shape = DARTS.alpha_shape
-    tables = [
-        {c: torch.rand(shape, generator=gen, dtype=torch.float64) for c in DARTS.cell_types} for _ in range(4)
-    ]
+    tables = [{c: torch.rand(shape, generator=gen, dtype=torch.float64) for c in DARTS.cell_types} for _ in range(4)]
     tables += [tables[0]] * 3  # 4 of 7 seeds agree, the other three are random
     reps = {s: _darts_report(1, s, t) for s, t in enumerate(tables)}
     stats = one_epoch(Coordinator(), reps, variant="darts-c10")

@@ -28,9 +28,7 @@ def _state(alpha_best: int, strength_best: int, *, se: float = 0.0) -> ArchState
     strength[:, strength_best] = 0.5
     mean = {name: {"normal": strength.clone()} for name in ("ostr", "ostr_star", "naive")}
     stderr = {name: {"normal": torch.full((6, 5), se, dtype=torch.float64)} for name in mean}
-    return ArchState(
-        alphas={"normal": alphas}, betas={"normal": torch.softmax(alphas, -1)}, mean=mean, stderr=stderr
-    )
+    return ArchState(alphas={"normal": alphas}, betas={"normal": torch.softmax(alphas, -1)}, mean=mean, stderr=stderr)
 
 
 def test_registry_holds_the_papers_criteria():

@@ -27,9 +27,7 @@ def unique_images(n: int = 40, size: int = 8, channels: int = 3, seed: int = 0) 
     """Random images whose label is their own index, so any output image names its source."""
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(1, 256, (n, channels, size, size), generator=g, dtype=torch.uint8)
-    return ImageData(
-        images, torch.arange(n), n, [str(i) for i in range(n)], (0.5,) * channels, (0.25,) * channels
-    )
+    return ImageData(images, torch.arange(n), n, [str(i) for i in range(n)], (0.5,) * channels, (0.25,) * channels)
 
 
 def labelled(counts: list[int]) -> ImageData:

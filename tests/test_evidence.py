@@ -70,8 +70,18 @@ def epoch_report(epoch, seed, genotypes, *, scores=None, betas=None, space="nb20
     scores = {c: row_matrix([0.2] * shape[1], shape) if scores is None else scores for c in cells}
     betas = {c: row_matrix([1.0 / shape[1]] * shape[1], shape) if betas is None else betas for c in cells}
     return make_report(
-        epoch, seed, genotypes, scores, space=space, betas=betas, epochs=4, arch_active=True,
-        alphas={c: np.zeros(shape) for c in cells}, epoch_seconds=10.0, images_per_s=100.0, stop_reason=stop,
+        epoch,
+        seed,
+        genotypes,
+        scores,
+        space=space,
+        betas=betas,
+        epochs=4,
+        arch_active=True,
+        alphas={c: np.zeros(shape) for c in cells},
+        epoch_seconds=10.0,
+        images_per_s=100.0,
+        stop_reason=stop,
     ).to_json()
 
 

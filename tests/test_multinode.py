@@ -20,8 +20,14 @@ SCRIPT = REPO / "scripts" / "local_multinode.sh"
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_launch_against_a_two_node_local_cluster(tmp_path):
     storage = tmp_path / "shared"
-    result = subprocess.run(["bash", str(SCRIPT), str(storage)], cwd=REPO, capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "BIN": str(Path(sys.executable).parent)})
+    result = subprocess.run(
+        ["bash", str(SCRIPT), str(storage)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "BIN": str(Path(sys.executable).parent)},
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "alive Ray nodes: 2" in result.stdout
     report = json.loads((storage / "launch_out.json").read_text())

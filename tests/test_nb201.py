@@ -25,9 +25,7 @@ from searchspaces.nb201 import (
     parse_genotype,
 )
 
-BEST_CIFAR10 = (
-    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
-)
+BEST_CIFAR10 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
 
 
@@ -86,9 +84,7 @@ def test_bad_ops_and_codes_are_rejected() -> None:
 
 
 def test_json_round_trip_and_edge_choices() -> None:
-    genotype = NB201Genotype.from_string(
-        "|none~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|none~2|"
-    )
+    genotype = NB201Genotype.from_string("|none~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|none~2|")
     assert genotype.to_json() == {"space": "nb201", "arch": genotype.to_str()}
     assert NB201Genotype.from_json(genotype.to_json()) == genotype
     assert genotype_from_json(genotype.to_json()) == genotype

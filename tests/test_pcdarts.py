@@ -96,9 +96,7 @@ def test_op_and_edge_weight_arguments_change_the_output(supernet):
     with torch.no_grad():
         default = supernet(x)
         explicit = supernet(x, supernet.op_weights(), edge_weights=supernet.edge_weights())
-        one_hot = {
-            cell: torch.eye(8)[[PRIMITIVES.index("dil_conv_3x3")] * 14] for cell in ("normal", "reduce")
-        }
+        one_hot = {cell: torch.eye(8)[[PRIMITIVES.index("dil_conv_3x3")] * 14] for cell in ("normal", "reduce")}
         other_ops = supernet(x, one_hot)
         uniform = {cell: torch.ones(14) for cell in ("normal", "reduce")}
         other_edges = supernet(x, edge_weights=uniform)

@@ -217,7 +217,6 @@ def test_bad_input_is_one_line_before_training(tmp_path):
 # ------------------------------------------------------------------------------------ Ray Train runs
 
 
-
 def test_more_workers_or_gpus_than_the_cluster_is_refused(tmp_path, local_ray):
     base = ["retrain", BEST_NB201, *TINY, "--storage", str(tmp_path), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
     _one_line_error(runner.invoke(app, [*base, "--workers", "4"]), "need 4 CPUs", "has 2")

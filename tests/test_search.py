@@ -160,9 +160,7 @@ def test_every_preset_resolves():
     ],
 )
 def test_darts_like_spaces_search_both_cell_types(space, kwargs):
-    result = _searcher(
-        epochs=1, space=space, space_kwargs=kwargs, batch_size=8, train_size=16, val_size=16
-    ).run()
+    result = _searcher(epochs=1, space=space, space_kwargs=kwargs, batch_size=8, train_size=16, val_size=16).run()
     report = result.history[-1]
     assert set(report.scores["ostr"]) == {"normal", "reduce"}
     assert report.scores["ostr"]["reduce"].shape == (14, 8)
