@@ -7,6 +7,7 @@ Times the real hot path, ``Searcher.train_step`` (one architecture step + one we
     python benchmarks/bench_supernet.py                       # CPU, the three paper presets
     python benchmarks/bench_supernet.py --device cuda --amp bf16 --channels-last
     python benchmarks/bench_supernet.py --presets nb201-cifar10 --iters 5 --json out.json
+    python benchmarks/bench_supernet.py --presets darts-cifar10 --set "space_kwargs={C: 8, layers: 5}"
 
 Strength overhead = (median step time) - (median step time with the accumulator's ``add`` replaced by a
 no-op), over the median step time; the accumulator's ``add`` is also timed alone.
@@ -46,16 +47,20 @@ def _median_step(searcher, batches, iters: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-def measure(preset: str, device: str, amp: str, channels_last: bool, iters: int, warmup: int) -> dict:
+def measure(
+    preset: str, device: str, amp: str, channels_last: bool, iters: int, warmup: int, sets: list[str] | None = None
+) -> dict:
     import torch
 
-    from ostr_ray.config import build_config
+    from ostr_ray.config import build_config, parse_override
     from ostr_ray.search import Searcher
 
-    base = build_config(preset, {"data_dir": "/unused"})
+    overrides = dict(parse_override(text) for text in sets or [])
+    base = build_config(preset, {"data_dir": "/unused", **overrides})
     config = build_config(
         preset,
         {
+            **overrides,
             "dataset": "synthetic",
             "image_size": 32,
             "train_size": base.batch_size,
@@ -125,6 +130,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None, help="Also write the rows as JSON to this file.")
     parser.add_argument(
+        "--set",
+        action="append",
+        dest="sets",
+        metavar="KEY=VALUE",
+        help="Override a preset setting (YAML value), e.g. --set batch_size=16; repeatable.",
+    )
+    parser.add_argument(
         "--grid", action="store_true", help="Every amp (off, bf16) x channels_last (off, on) combination (GPU check)."
     )
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child mode: one preset, JSON lines
@@ -136,7 +148,10 @@ def main() -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         for amp, channels_last in combos:
-            print(json.dumps(measure(args.one, args.device, amp, channels_last, args.iters, args.warmup)), flush=True)
+            print(
+                json.dumps(measure(args.one, args.device, amp, channels_last, args.iters, args.warmup, args.sets)),
+                flush=True,
+            )
         return
     rows = []
     for preset in args.presets.split(","):
@@ -157,6 +172,7 @@ def main() -> None:
         cmd += ["--channels-last"] if args.channels_last else []
         cmd += ["--grid"] if args.grid else []
         cmd += ["--threads", str(args.threads)] if args.threads else []
+        cmd += [arg for text in args.sets or [] for arg in ("--set", text)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows += [json.loads(line) for line in out.strip().splitlines() if line.startswith("{")]
         print(f"measured {preset}", file=sys.stderr, flush=True)

@@ -28,6 +28,7 @@ from searchspaces.darts_ops import (
     NUM_EDGES,
     NUM_NODES,
     PRIMITIVES,
+    apply_ops,
     cell_edges,
     edge_row,
     node_rows,
@@ -378,18 +379,22 @@ class MixedOp(nn.Module):
     """One supernet edge: the weighted sum of every primitive but 'none'. 'none' is the zero map, so its
     term is dropped instead of computed; its weight then simply receives zero gradient, as in DARTS."""
 
+    uses_state_relu = True
+    """The cell hands this edge ``relu(state)``, computed once per state (see :class:`SearchCell`)."""
+
     def __init__(self, C: int, stride: int):
         super().__init__()
         self.ops = nn.ModuleList(search_op(name, C, stride) for name in PRIMITIVES if name != "none")
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``weights``: (7,) mixing weights of ``PRIMITIVES[1:]``."""
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, x_relu: torch.Tensor | None = None) -> torch.Tensor:
+        """``weights``: (7,) mixing weights of ``PRIMITIVES[1:]``; ``x_relu``: ``relu(x)`` if the caller has it
+        (the ops that open with a ReLU then share it, see :func:`~searchspaces.darts_ops.after_leading_relu`)."""
         # One matrix-vector product instead of 7 scaled adds: fewer autograd nodes on the hot path.
-        return torch.tensordot(weights, torch.stack([op(x) for op in self.ops]), dims=1)
+        return torch.tensordot(weights, torch.stack(apply_ops(self.ops, x, x_relu)), dims=1)
 
 
 EdgeFactory = Callable[[int, int], nn.Module]
-"""``make_edge(C, stride)`` -> module with ``forward(x, weights)``: the mixed op of a supernet."""
+"""``make_edge(C, stride)`` -> module with ``forward(x, weights, x_relu)``: the mixed op of a supernet."""
 
 
 class SearchCell(nn.Module):
@@ -413,6 +418,7 @@ class SearchCell(nn.Module):
         self.steps, self.multiplier = steps, multiplier
         self.preprocess0, self.preprocess1 = preprocess_inputs(C_prev_prev, C_prev, C, reduction_prev, False)
         self.edges = nn.ModuleList(make_edge(C, 2 if reduction and inp < 2 else 1) for _, inp in cell_edges(steps))
+        self.share_relu = all(getattr(edge, "uses_state_relu", False) for edge in self.edges)
 
     def forward(
         self,
@@ -422,13 +428,18 @@ class SearchCell(nn.Module):
         edge_scales: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        # relu(state) once per state, shared by every edge it feeds, when the edges take it (else each edge
+        # computes its own, once for all its ReLU-led ops)
+        activated = [torch.relu(h) if self.share_relu else None for h in states]
         row = 0
-        for _ in range(self.steps):
-            outs = [self.edges[row + j](h, op_rows[row + j]) for j, h in enumerate(states)]
+        for node in range(self.steps):
+            outs = [self.edges[row + j](h, op_rows[row + j], a) for j, (h, a) in enumerate(zip(states, activated))]
             if edge_scales is not None:
                 outs = [out * edge_scales[row + j] for j, out in enumerate(outs)]
             row += len(states)
             states.append(sum(outs[1:], outs[0]))
+            if node < self.steps - 1:  # the last node feeds no edge
+                activated.append(torch.relu(states[-1]) if self.share_relu else None)
         return torch.cat(states[-self.multiplier :], dim=1)
 
 

@@ -13,6 +13,7 @@ two cell inputs and state ``2 + i`` is node ``i``. Rows list node 0's edges, the
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import islice
 
 import torch
 from torch import nn
@@ -63,6 +64,20 @@ def edge_row(node: int, input_state: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------- blocks
+def after_leading_relu(block: nn.Sequential, x_relu: torch.Tensor) -> torch.Tensor:
+    """Run ``block`` (which starts with a ReLU) on an input the caller already passed through ReLU.
+
+    Why: in a supernet every state feeds up to four edges, each with four ops that open with ``ReLU`` (the
+    separable and dilated convs; skip at stride 2 too), so the same ReLU would run, and its output be held
+    for backward, sixteen times. The cells compute ``relu(state)`` once and call those ops with
+    ``preactivated=True`` (through ``__call__``, so module hooks still fire); the values are the same, and the
+    module tree (so every state_dict) is unchanged.
+    """
+    for layer in islice(block, 1, None):
+        x_relu = layer(x_relu)
+    return x_relu
+
+
 class ReLUConvBN(nn.Module):
     """ReLU -> conv -> BN: the cell-input preprocessing and the generic conv block."""
 
@@ -99,8 +114,11 @@ class DilConv(nn.Module):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
+    accepts_preactivated = True
+
+    def forward(self, x: torch.Tensor, preactivated: bool = False) -> torch.Tensor:
+        """``preactivated``: ``x`` is already ``relu(input)`` (see :func:`after_leading_relu`)."""
+        return after_leading_relu(self.op, x) if preactivated else self.op(x)
 
 
 class SepConv(nn.Module):
@@ -119,8 +137,11 @@ class SepConv(nn.Module):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
+    accepts_preactivated = True
+
+    def forward(self, x: torch.Tensor, preactivated: bool = False) -> torch.Tensor:
+        """``preactivated``: ``x`` is already ``relu(input)`` (see :func:`after_leading_relu`)."""
+        return after_leading_relu(self.op, x) if preactivated else self.op(x)
 
 
 class Identity(nn.Module):
@@ -157,9 +178,20 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(C_in, C_out - half, 1, stride=2, padding=0, bias=False)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+    accepts_preactivated = True
+
+    def forward(self, x: torch.Tensor, preactivated: bool = False) -> torch.Tensor:
+        """``preactivated``: ``x`` is already ``relu(input)`` (see :func:`after_leading_relu`)."""
+        if not preactivated:
+            x = self.relu(x)
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+
+
+def apply_ops(ops: nn.ModuleList, x: torch.Tensor, x_relu: torch.Tensor | None) -> list[torch.Tensor]:
+    """Every op of a mixed edge on ``x``; those that open with a ReLU get the one shared ``relu(x)``."""
+    if x_relu is None:
+        x_relu = torch.relu(x)
+    return [op(x_relu, preactivated=True) if getattr(op, "accepts_preactivated", False) else op(x) for op in ops]
 
 
 OpFactory = Callable[[int, int, bool], nn.Module]

@@ -28,7 +28,7 @@ from searchspaces.darts import (
     parse_genotype,
 )
 from searchspaces.darts_eval import build_eval_network
-from searchspaces.darts_ops import search_op
+from searchspaces.darts_ops import apply_ops, search_op
 
 __all__ = ["PCDartsSupernet", "PartialMixedOp", "channel_shuffle", "per_node_softmax"]
 
@@ -55,6 +55,10 @@ class PartialMixedOp(nn.Module):
     channels bypassing it (max-pooled 2x2 on stride-2 edges so resolutions match), then a channel shuffle
     with ``k`` groups."""
 
+    uses_state_relu = False
+    """The ops see only the first C/k channels, so a slice of the cell's shared ``relu(state)`` would be a
+    strided view that every conv copies again; one contiguous ``relu(active)`` per edge is cheaper."""
+
     def __init__(self, C: int, stride: int, k: int):
         super().__init__()
         self.k = k
@@ -64,10 +68,12 @@ class PartialMixedOp(nn.Module):
         )
         self.bypass = nn.MaxPool2d(2, 2) if stride == 2 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``weights``: (7,) mixing weights of ``PRIMITIVES[1:]``."""
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, x_relu: torch.Tensor | None = None) -> torch.Tensor:
+        """``weights``: (7,) mixing weights of ``PRIMITIVES[1:]``; ``x_relu``: ``relu(x)`` if the caller has it
+        (shared by the ops that open with a ReLU, as in :class:`~searchspaces.darts.MixedOp`)."""
         active, passive = x[:, : self.partial_channels], x[:, self.partial_channels :]
-        mixed = torch.tensordot(weights, torch.stack([op(active) for op in self.ops]), dims=1)
+        active_relu = None if x_relu is None else x_relu[:, : self.partial_channels]
+        mixed = torch.tensordot(weights, torch.stack(apply_ops(self.ops, active, active_relu)), dims=1)
         if passive.shape[1] == 0:  # k == 1: plain DARTS edge
             return mixed
         return channel_shuffle(torch.cat([mixed, self.bypass(passive)], dim=1), self.k)

@@ -64,3 +64,12 @@ def test_gpu_pack_refuses_a_single_epoch():
         [sys.executable, "benchmarks/gpu_pack.py", "--epochs", "1"], cwd=REPO, capture_output=True, text=True
     )
     assert done.returncode == 2 and "--epochs must be >= 2" in done.stderr
+
+
+def test_bench_graph_counts_saved_bytes_and_nodes(tmp_path):
+    out = tmp_path / "graph.json"
+    _run("benchmarks/bench_graph.py", "--presets", "darts-cifar10,pcdarts-cifar10", "--set",
+         "space_kwargs={C: 4, layers: 3}", "--set", "batch_size=2", "--json", str(out))  # fmt: skip
+    rows = json.loads(out.read_text())
+    assert [r["preset"] for r in rows] == ["darts-cifar10", "pcdarts-cifar10"]
+    assert all(r["saved_mib"] > 0 and r["autograd_nodes"] > 100 and r["batch_size"] == 2 for r in rows)

@@ -343,6 +343,31 @@ def test_supernet_gradient_wrt_beta(supernet):
         assert torch.all(beta.grad[:, 1:].abs().sum(dim=1) > 0)
 
 
+def test_shared_relu_gives_what_each_op_alone_gives(supernet):
+    """The cells compute relu(state) once for every op that opens with a ReLU; the supernet's output must be
+    what the ops give when each runs its own ReLU (a MixedOp called without x_relu per op), bit for bit."""
+    from searchspaces.darts_ops import DilConv, FactorizedReduce, SepConv
+
+    x = torch.randn(2, 4, 8, 8)
+    for op in (SepConv(4, 4, 3, 1, 1), DilConv(4, 4, 5, 2, 4, 2), FactorizedReduce(4, 4)):
+        assert torch.equal(op(torch.relu(x), preactivated=True), op(x))
+
+    def each_op_alone(edge, h, weights, _x_relu=None):
+        return torch.tensordot(weights, torch.stack([op(h) for op in edge.ops]), dims=1)
+
+    supernet.eval()
+    with torch.no_grad():
+        shared = supernet(tiny_input())
+        for edge in (m for m in supernet.modules() if isinstance(m, MixedOp)):
+            edge.forward = each_op_alone.__get__(edge)
+        try:
+            alone = supernet(tiny_input())
+        finally:
+            for edge in (m for m in supernet.modules() if isinstance(m, MixedOp)):
+                del edge.forward
+    assert torch.equal(shared, alone)
+
+
 def test_supernet_rejects_bad_weights(supernet):
     with pytest.raises(SearchSpaceError, match=r"\(14, 7\)"):
         supernet(tiny_input(), {"normal": torch.zeros(14, 7), "reduce": torch.zeros(14, 8)})
