@@ -32,6 +32,7 @@ from searchspaces.darts_ops import (
     cell_edges,
     edge_row,
     node_rows,
+    preactivated_flags,
     preprocess_inputs,
     search_op,
 )
@@ -385,12 +386,13 @@ class MixedOp(nn.Module):
     def __init__(self, C: int, stride: int):
         super().__init__()
         self.ops = nn.ModuleList(search_op(name, C, stride) for name in PRIMITIVES if name != "none")
+        self.preactivated = preactivated_flags(self.ops)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, x_relu: torch.Tensor | None = None) -> torch.Tensor:
         """``weights``: (7,) mixing weights of ``PRIMITIVES[1:]``; ``x_relu``: ``relu(x)`` if the caller has it
         (the ops that open with a ReLU then share it, see :func:`~searchspaces.darts_ops.after_leading_relu`)."""
         # One matrix-vector product instead of 7 scaled adds: fewer autograd nodes on the hot path.
-        return torch.tensordot(weights, torch.stack(apply_ops(self.ops, x, x_relu)), dims=1)
+        return torch.tensordot(weights, torch.stack(apply_ops(self.ops, self.preactivated, x, x_relu)), dims=1)
 
 
 EdgeFactory = Callable[[int, int], nn.Module]

@@ -187,11 +187,20 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
 
 
-def apply_ops(ops: nn.ModuleList, x: torch.Tensor, x_relu: torch.Tensor | None) -> list[torch.Tensor]:
-    """Every op of a mixed edge on ``x``; those that open with a ReLU get the one shared ``relu(x)``."""
+def preactivated_flags(ops: nn.ModuleList) -> tuple[bool, ...]:
+    """Which ops of a mixed edge open with a ReLU and take ``preactivated=True``; read once, at build time,
+    so the forward pass does no attribute lookups."""
+    return tuple(getattr(op, "accepts_preactivated", False) for op in ops)
+
+
+def apply_ops(
+    ops: nn.ModuleList, flags: tuple[bool, ...], x: torch.Tensor, x_relu: torch.Tensor | None
+) -> list[torch.Tensor]:
+    """Every op of a mixed edge on ``x``; those flagged (:func:`preactivated_flags`) get the one shared
+    ``relu(x)``, computed here when the caller has none."""
     if x_relu is None:
         x_relu = torch.relu(x)
-    return [op(x_relu, preactivated=True) if getattr(op, "accepts_preactivated", False) else op(x) for op in ops]
+    return [op(x_relu, preactivated=True) if takes_relu else op(x) for op, takes_relu in zip(ops, flags)]
 
 
 OpFactory = Callable[[int, int, bool], nn.Module]

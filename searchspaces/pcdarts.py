@@ -28,7 +28,7 @@ from searchspaces.darts import (
     parse_genotype,
 )
 from searchspaces.darts_eval import build_eval_network
-from searchspaces.darts_ops import apply_ops, search_op
+from searchspaces.darts_ops import apply_ops, preactivated_flags, search_op
 
 __all__ = ["PCDartsSupernet", "PartialMixedOp", "channel_shuffle", "per_node_softmax"]
 
@@ -67,13 +67,13 @@ class PartialMixedOp(nn.Module):
             search_op(name, self.partial_channels, stride) for name in PRIMITIVES if name != "none"
         )
         self.bypass = nn.MaxPool2d(2, 2) if stride == 2 else nn.Identity()
+        self.preactivated = preactivated_flags(self.ops)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, x_relu: torch.Tensor | None = None) -> torch.Tensor:
-        """``weights``: (7,) mixing weights of ``PRIMITIVES[1:]``; ``x_relu``: ``relu(x)`` if the caller has it
-        (shared by the ops that open with a ReLU, as in :class:`~searchspaces.darts.MixedOp`)."""
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, x_relu: None = None) -> torch.Tensor:
+        """``weights``: (7,) mixing weights of ``PRIMITIVES[1:]``. ``x_relu`` is part of the edge interface
+        but never given here (``uses_state_relu`` is False): ``relu(active)`` is computed once per edge."""
         active, passive = x[:, : self.partial_channels], x[:, self.partial_channels :]
-        active_relu = None if x_relu is None else x_relu[:, : self.partial_channels]
-        mixed = torch.tensordot(weights, torch.stack(apply_ops(self.ops, active, active_relu)), dims=1)
+        mixed = torch.tensordot(weights, torch.stack(apply_ops(self.ops, self.preactivated, active, None)), dims=1)
         if passive.shape[1] == 0:  # k == 1: plain DARTS edge
             return mixed
         return channel_shuffle(torch.cat([mixed, self.bypass(passive)], dim=1), self.k)
