@@ -112,23 +112,38 @@ _FIELDS = {f.name: f for f in dataclasses.fields(SearchConfig)}
 PRESET_PACKAGE = "launch"
 
 
+def launch_data_dir(kind: str) -> Path:
+    """A folder of YAML settings kept as data in the ``launch`` package: ``presets`` or ``protocols``."""
+    return Path(str(resources.files(PRESET_PACKAGE))) / kind
+
+
+def list_yaml_names(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def load_yaml_mapping(name: str, folder: Path, what: str, error: type[Exception]) -> dict[str, Any]:
+    """The mapping named ``name`` in ``folder`` (or in the YAML file ``name`` is a path to); an unknown name
+    or a file that is not a mapping raises ``error`` naming it (and, when unknown, the choices)."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
+    if not path.is_file():
+        raise error(f"unknown {what} {name!r}; choose from {', '.join(list_yaml_names(folder))}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise error(f"{what} {name!r} is not a mapping")
+    return data
+
+
 def preset_dir() -> Path:
-    return Path(str(resources.files(PRESET_PACKAGE))) / "presets"
+    return launch_data_dir("presets")
 
 
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in preset_dir().glob("*.yaml"))
+    return list_yaml_names(preset_dir())
 
 
 def load_preset(name: str) -> dict[str, Any]:
     """The preset's raw mapping; ``name`` may also be a path to a YAML file."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else preset_dir() / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(list_presets())}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"preset {name!r} is not a mapping")
-    return data
+    return load_yaml_mapping(name, preset_dir(), "preset", ConfigError)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -92,8 +92,14 @@ def test_protocols_are_data_and_overridable():
     assert rt.lr_factor(nb201, 100) == pytest.approx(0.5)
     with pytest.raises(rt.RetrainError, match="unknown retrain setting 'bogus'"):
         rt.build_retrain_config("nb201", {"bogus": 1})
-    with pytest.raises(rt.RetrainError, match="unknown protocol"):
+    with pytest.raises(rt.RetrainError, match="unknown protocol 'nope'; choose from darts-cifar"):
         rt.build_retrain_config("nope")
+    with pytest.raises(rt.RetrainError, match="--set 'epochs' is not key=value"):
+        rt.parse_set(["epochs"])
+    assert rt.parse_set(["network={C: 8}", "network.layers=3", "epochs=2"]) == {
+        "network": {"C": 8, "layers": 3},
+        "epochs": 2,
+    }
 
 
 def test_sharded_stream_is_a_distributed_sampler_partition():

@@ -7,11 +7,10 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ostr_ray.config import ConfigError, launch_data_dir, list_yaml_names, load_yaml_mapping, parse_override
 
 SCHEDULES = ("cosine", "linear", "constant")
 AUGMENTS = ("none", "randaugment")
@@ -81,22 +80,16 @@ _FIELDS = {f.name for f in dataclasses.fields(RetrainConfig)}
 
 
 def protocol_dir() -> Path:
-    return Path(str(resources.files("launch"))) / "protocols"
+    return launch_data_dir("protocols")
 
 
 def list_protocols() -> list[str]:
-    return sorted(p.stem for p in protocol_dir().glob("*.yaml"))
+    return list_yaml_names(protocol_dir())
 
 
 def load_protocol(name: str) -> dict[str, Any]:
     """The protocol's raw mapping; ``name`` may also be a path to a YAML file."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else protocol_dir() / f"{name}.yaml"
-    if not path.is_file():
-        raise RetrainError(f"unknown protocol {name!r}; choose from {', '.join(list_protocols())}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise RetrainError(f"protocol {name!r} is not a mapping")
-    return {"protocol": path.stem, **data}
+    return {"protocol": Path(name).stem, **load_yaml_mapping(name, protocol_dir(), "protocol", RetrainError)}
 
 
 def default_protocol(space: str, dataset: str) -> str:
@@ -109,11 +102,10 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     """``--set key=value`` pairs (YAML values); ``network.C=8`` sets one network argument."""
     values: dict[str, Any] = {}
     for text in items or []:
-        key, sep, raw = text.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise RetrainError(f"--set {text!r} is not key=value")
-        value = yaml.safe_load(raw)
+        try:
+            key, value = parse_override(text)
+        except ConfigError:
+            raise RetrainError(f"--set {text!r} is not key=value") from None
         if key.startswith("network."):
             values.setdefault("network", {})[key.removeprefix("network.")] = value
         elif key == "network" and isinstance(value, dict):
