@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from ostr_ray import retrain as rt
 from ostr_ray.cli import app
 from ostr_ray.retrain.mlflow_run import _mlflow_client
-from ostr_ray.retrain.worker import _Shard
+from ostr_ray.retrain.worker import _Placement, _Shard
 from searchspaces import get_space
 from searchspaces.darts import DARTS_V2
 
@@ -131,8 +131,8 @@ def test_streamed_test_shards_count_every_image_once(tmp_path):
             write_png(torch.full((3, 8, 8), 40 * i, dtype=torch.uint8), str(folder / f"{i}.png"))
     loop = {"dataset": "imagenet", "data_dir": str(tmp_path), "cpus_per_worker": 1}
     config = rt.build_retrain_config("darts-imagenet", {"image_size": 8, "eval_batch_size": 2, "loader_workers": 0})
-    seen = [[int(v) for _, y in _Shard(loop, config, r, 2, torch.device("cpu"), False).batches() for v in y]
-            for r in range(2)]  # fmt: skip
+    shards = [_Shard(loop, config, _Placement(rank, 2, torch.device("cpu"), False, False)) for rank in range(2)]
+    seen = [[int(v) for _, y in shard.batches() for v in y] for shard in shards]
     assert len(seen[0]) + len(seen[1]) == 7 and sorted(seen[0] + seen[1]) == [0, 0, 0, 0, 1, 1, 1]
 
 

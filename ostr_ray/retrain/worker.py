@@ -98,12 +98,28 @@ def _load_memory_data(loop: dict[str, Any], config: RetrainConfig, train: bool) 
     return data
 
 
+@dataclass(frozen=True)
+class _Placement:
+    """Where this worker runs and how it feeds its device; fixed for the whole run."""
+
+    rank: int
+    world: int
+    device: torch.device
+    channels_last: bool
+    amp: bool
+
+    def to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y
+
+
 class _Shard:
     """An evaluation shard: ``rank::world_size`` of the test set, no padding, so the all-reduced counts
     cover every test image exactly once (ranks may hold one image more or less; evaluation runs on the
     unwrapped model, without collectives, so unequal batch counts are fine)."""
 
-    def __init__(self, loop: dict[str, Any], config: RetrainConfig, rank: int, world: int, device: Any, cl: bool):
+    def __init__(self, loop: dict[str, Any], config: RetrainConfig, place: _Placement):
+        rank, world, device = place.rank, place.world, place.device
         self.streaming = loop["dataset"] == "imagenet"
         if self.streaming:
             from ostr_ray.data import make_imagefolder_loader
@@ -125,7 +141,12 @@ class _Shard:
             self.total = len(data)
             shard = data.take(torch.arange(rank, len(data), world))
             self.stream = BatchStream(
-                shard, config.eval_batch_size, seed=0, device=device, drop_last=False, channels_last=cl
+                shard,
+                config.eval_batch_size,
+                seed=0,
+                device=device,
+                drop_last=False,
+                channels_last=place.channels_last,
             )
         self.rank, self.world = rank, world
 
@@ -212,21 +233,6 @@ def make_optimizer(model: nn.Module, config: RetrainConfig) -> torch.optim.Optim
     )
 
 
-@dataclass(frozen=True)
-class _Placement:
-    """Where this worker runs and how it feeds its device; fixed for the whole run."""
-
-    rank: int
-    world: int
-    device: torch.device
-    channels_last: bool
-    amp: bool
-
-    def to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y
-
-
 def train_loop_per_worker(loop: dict[str, Any]) -> None:
     """One DDP worker: build the net, restore the latest checkpoint, train the remaining epochs.
 
@@ -250,7 +256,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
     model, optimizer, scheduler, start_epoch, history = _build_and_restore(loop, config, place)
     net = model.module if hasattr(model, "module") else model
     train_batches = _train_batches(loop, config, place)
-    test = _Shard(loop, config, rank, world, device, place.channels_last)
+    test = _Shard(loop, config, place)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     for epoch in range(start_epoch, config.epochs):
