@@ -50,13 +50,17 @@ def search_settings(steps: int, batch: int, epochs: int, device: str, amp: str) 
     }
 
 
+def _child_env() -> dict[str, str]:
+    """The seed processes import this checkout, installed or not."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
 def _set_flags(settings: dict[str, object]) -> list[str]:
     return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
 
 
 def _run(cmd: list[str], what: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    done = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_child_env())
     if done.returncode:
         raise SystemExit(f"{what} failed (exit {done.returncode}): {done.stderr[-2000:]}")
 
@@ -95,7 +99,6 @@ def pack_with_launch(n: int, settings: dict[str, object], gpu: bool, cpus: int, 
 def pack_with_processes(n: int, settings: dict[str, object], cpus: int, tmp: str) -> list[dict]:
     """N ``ostr-ray search`` processes started together, each with its share of the CPUs as torch threads
     (as a trial's ``--cpus-per-trial`` gives it); returns each one's last epoch report."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = []
     for seed in range(n):
         cmd = [
@@ -113,7 +116,9 @@ def pack_with_processes(n: int, settings: dict[str, object], cpus: int, tmp: str
             *_set_flags({**settings, "threads": max(1, cpus // n)}),
         ]
         procs.append(
-            subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+            subprocess.Popen(
+                cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_child_env()
+            )
         )
     for proc in procs:
         _, err = proc.communicate()
