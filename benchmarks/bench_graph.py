@@ -39,7 +39,7 @@ def graph_cost(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
 
 
 def measure(preset: str, sets: list[str]) -> dict[str, object]:
-    from ostr_ray.config import build_config, parse_override
+    from ostr_ray.core.config import build_config, parse_override
     from searchspaces import get_space
 
     config = build_config(preset, {"data_dir": "/unused", **dict(parse_override(t) for t in sets)})

@@ -52,8 +52,8 @@ def measure(
 ) -> dict:
     import torch
 
-    from ostr_ray.config import build_config, parse_override
-    from ostr_ray.search import Searcher
+    from ostr_ray.core.config import build_config, parse_override
+    from ostr_ray.core.search import Searcher
 
     overrides = dict(parse_override(text) for text in sets or [])
     base = build_config(preset, {"data_dir": "/unused", **overrides})

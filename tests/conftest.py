@@ -62,8 +62,8 @@ def make_report(epoch, seed, genotypes, scores, *, space="nb201", betas=None, **
     unless given, and the fields no statistic reads get plain values (override any with ``fields``)."""
     import numpy as np
 
-    from ostr_ray.events import EpochReport
-    from ostr_ray.strength import SCORE_NAMES
+    from ostr_ray.core.events import EpochReport
+    from ostr_ray.core.strength import SCORE_NAMES
 
     values = dict(
         epoch=epoch,
@@ -94,7 +94,7 @@ def make_report(epoch, seed, genotypes, scores, *, space="nb201", betas=None, **
 
 def tiny_spec(tmp_path, name, seeds="3", tracking_uri=None, **extra):
     """A launch spec of the demo preset shrunk to seconds (``tiny_overrides``), stored under ``tmp_path``."""
-    from ostr_ray.launch import build_spec
+    from ostr_ray.orchestration.launch import build_spec
 
     options = dict(
         cpus_per_trial=1,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.stats import kendalltau
 
-from ostr_ray.coordinator import Coordinator, EpochStats, TrialKey, kendall_tau_b, normalise_rows
-from ostr_ray.events import EpochReport
+from ostr_ray.core.coordinator import Coordinator, EpochStats, TrialKey, kendall_tau_b, normalise_rows
+from ostr_ray.core.events import EpochReport
 from searchspaces import get_space
 from searchspaces.darts import DartsGenotype
 from searchspaces.nb201 import NB201Genotype

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ostr_ray.criteria import (
+from ostr_ray.core.criteria import (
     ArchState,
     CriterionError,
     Selection,
@@ -14,7 +14,7 @@ from ostr_ray.criteria import (
     register_criterion,
     select,
 )
-from ostr_ray.early_stop import StabilityTracker, edge_decisiveness, is_tied_change
+from ostr_ray.core.early_stop import StabilityTracker, edge_decisiveness, is_tied_change
 from searchspaces import get_space
 
 NB201 = get_space("nb201")
@@ -54,7 +54,7 @@ def test_none_is_never_selected_even_with_the_largest_score():
 
 
 def test_a_new_criterion_is_one_function(monkeypatch):
-    import ostr_ray.criteria as criteria_module
+    import ostr_ray.core.criteria as criteria_module
 
     monkeypatch.setattr(criteria_module, "_CRITERIA", dict(criteria_module._CRITERIA))  # leave no trace
 

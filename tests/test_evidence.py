@@ -55,7 +55,7 @@ def table_csv(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def table(table_csv):
-    from ostr_ray.nb201_bench import NB201Table
+    from ostr_ray.core.nb201_bench import NB201Table
 
     return NB201Table.from_csv(table_csv)
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from ostr_ray.config import build_config
-from ostr_ray.launch import LaunchError, load_report, load_snapshot, parse_seeds, run_launch
-from ostr_ray.search import Searcher
+from ostr_ray.core.config import build_config
+from ostr_ray.core.search import Searcher
+from ostr_ray.orchestration.launch import LaunchError, load_report, load_snapshot, parse_seeds, run_launch
 from tests.conftest import REPO, tiny_overrides, tiny_spec
 
 
@@ -181,7 +181,7 @@ def test_bad_launch_input_is_one_line_and_non_zero(tmp_path, args, message):
 
 
 def test_status_of_an_unfinished_launch_says_so_and_how_to_resume(tmp_path):
-    from ostr_ray.launch import SNAPSHOT_FILE, launch_status
+    from ostr_ray.orchestration.launch import SNAPSHOT_FILE, launch_status
 
     (tmp_path / SNAPSHOT_FILE).write_text(json.dumps({"variants": {}, "updated_at": 1000.0}))
     status = launch_status(str(tmp_path), now=1042.0)

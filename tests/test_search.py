@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ostr_ray.config import ConfigError, build_config
-from ostr_ray.search import CheckpointError, Searcher, SearchError, read_checkpoint
+from ostr_ray.core.config import ConfigError, build_config
+from ostr_ray.core.search import CheckpointError, Searcher, SearchError, read_checkpoint
 from tests.conftest import tiny_overrides
 
 
@@ -144,7 +144,7 @@ def test_unknown_preset_names_the_choices():
 
 
 def test_every_preset_resolves():
-    from ostr_ray.config import list_presets
+    from ostr_ray.core.config import list_presets
 
     names = list_presets()
     assert {"nb201-cifar10", "darts-cifar10", "pcdarts-cifar10", "pcdarts-imagenet", "demo"} <= set(names)

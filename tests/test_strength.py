@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ostr_ray.strength import SCORE_NAMES, StrengthAccumulator, minibatch_scores
+from ostr_ray.core.strength import SCORE_NAMES, StrengthAccumulator, minibatch_scores
 
 
 def _toy_mixed_op(seed: int = 0):

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ostr_ray import plots
-from ostr_ray.coordinator import TrialKey
-from ostr_ray.events import EpochReport
-from ostr_ray.launch import resume_launch, run_launch
-from ostr_ray.tracking import (
+from ostr_ray.core.coordinator import TrialKey
+from ostr_ray.core.events import EpochReport
+from ostr_ray.orchestration.launch import resume_launch, run_launch
+from ostr_ray.tracking import plots
+from ostr_ray.tracking.recorder import (
     RUNS_FILE,
     LaunchRecorder,
     TrackingError,

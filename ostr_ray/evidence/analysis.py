@@ -527,7 +527,7 @@ def _variant_truth(
 ) -> GroundTruth | None:
     """An NB201 variant's ground truth: ``nb201_table``, else the variant config's ``nb201_table`` (each path
     loaded once into ``tables``), else the accuracies the launch recorded; ``None`` when there is none."""
-    from ostr_ray.nb201_bench import load_nb201_table
+    from ostr_ray.core.nb201_bench import load_nb201_table
 
     truth = None
     config = (exp.launch.get("variants") or {}).get(variant) or {}

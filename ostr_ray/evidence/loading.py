@@ -52,7 +52,7 @@ class GroundTruth:
         if not cell:
             return None
         if self.table is not None:
-            from ostr_ray.nb201_bench import NB201TableError
+            from ostr_ray.core.nb201_bench import NB201TableError
 
             try:
                 return self.table.lookup(cell)

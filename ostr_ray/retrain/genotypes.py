@@ -16,7 +16,7 @@ from ostr_ray.retrain.protocols import RetrainError
 MLFLOW_RUN_ID = re.compile(r"^(?:runs:/)?([0-9a-f]{32})/?$")
 CONSENSUS_TAGS = ("consensus_genotype", "ostr.consensus_genotype")
 CONSENSUS_TAG = CONSENSUS_TAGS[0]
-"""The launch run's consensus tag as :mod:`ostr_ray.tracking` writes it (``<variant>/...`` with several)."""
+"""The launch run's consensus tag as :mod:`ostr_ray.tracking.recorder` writes it (``<variant>/...`` with several)."""
 GENOTYPE_TAG_PREFIX = "genotype."
 GENOTYPES_ARTIFACT = "genotypes.json"
 
@@ -37,7 +37,7 @@ def resolve_genotype(
     genotype of ``criterion``, default the launch's criterion; ``criterion`` alone picks the criterion's
     consensus); an ``ostr-ray search`` output directory (its final genotype of ``criterion``); or an MLflow run
     id (``runs:/<id>`` too) of a search trial or launch, read from its ``genotype.<criterion>`` /
-    ``consensus_genotype`` tags (:mod:`ostr_ray.tracking`'s names), else its ``genotypes.json`` artifact; with
+    ``consensus_genotype`` tags (:mod:`ostr_ray.tracking.recorder`'s names), else its ``genotypes.json`` artifact; with
     ``seed``, the launch run's trial of that seed.
 
     ``source`` always has ``search_run_id`` and ``parent_run_id`` (None when unknown) and says where the
@@ -194,9 +194,9 @@ def _from_launch_report(
 
 
 def _launch_mlflow_runs(launch_dir: Path) -> dict[str, Any]:
-    """The launch's MLflow record (``mlflow_runs.json``, written by :mod:`ostr_ray.tracking`): tracking URI,
+    """The launch's MLflow record (``mlflow_runs.json``, written by :mod:`ostr_ray.tracking.recorder`): tracking URI,
     experiment, parent run and ``{"<variant>/<seed>": child run id}``; empty when the launch was not tracked."""
-    from ostr_ray.tracking import RUNS_FILE
+    from ostr_ray.tracking.recorder import RUNS_FILE
 
     try:
         data = json.loads((launch_dir / RUNS_FILE).read_text())

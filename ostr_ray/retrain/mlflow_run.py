@@ -27,7 +27,7 @@ def tracking_uri_for(spec: RetrainSpec) -> str:
     """``--tracking-uri`` (or the launch's recorded store) > ``MLFLOW_TRACKING_URI`` >
     ``sqlite:///<storage>/mlflow.db``, by :func:`ostr_ray.tracking.resolve_tracking_uri`; checked with one
     cheap call (a dead server fails here, in seconds, before Ray starts)."""
-    from ostr_ray.tracking import TrackingError, check_tracking_uri, resolve_tracking_uri
+    from ostr_ray.tracking.recorder import TrackingError, check_tracking_uri, resolve_tracking_uri
 
     try:
         uri = resolve_tracking_uri(spec.tracking_uri, spec.storage)

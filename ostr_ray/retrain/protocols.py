@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ostr_ray.config import ConfigError, launch_data_dir, list_yaml_names, load_yaml_mapping, parse_override
+from ostr_ray.core.config import ConfigError, launch_data_dir, list_yaml_names, load_yaml_mapping, parse_override
 
 SCHEDULES = ("cosine", "linear", "constant")
 AUGMENTS = ("none", "randaugment")

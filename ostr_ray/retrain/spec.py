@@ -178,7 +178,7 @@ def prepare_retrain(
         raise RetrainError(f"--max-failures must be >= -1 (-1 = unlimited), got {max_failures}")
     if dataset not in DATASETS:
         raise RetrainError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
-    from ostr_ray.tracking import TrackingError, resolve_tracking_uri
+    from ostr_ray.tracking.recorder import TrackingError, resolve_tracking_uri
 
     storage_root = Path(storage or "ostr_runs").expanduser().resolve()
     try:

@@ -25,11 +25,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from ostr_ray.config import ConfigError
-    from ostr_ray.criteria import CriterionError
+    from ostr_ray.core.config import ConfigError
+    from ostr_ray.core.criteria import CriterionError
+    from ostr_ray.core.nb201_bench import NB201TableError
+    from ostr_ray.core.search import CheckpointError
     from ostr_ray.data import DataError
-    from ostr_ray.nb201_bench import NB201TableError
-    from ostr_ray.search import CheckpointError
     from searchspaces import SearchSpaceError
 
     return (ConfigError, CriterionError, DataError, NB201TableError, CheckpointError, SearchSpaceError)
@@ -45,7 +45,7 @@ def cli_errors(fn: F) -> F:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ostr_ray.search import SearchError
+        from ostr_ray.core.search import SearchError
 
         try:
             return fn(*args, **kwargs)
@@ -58,7 +58,7 @@ def cli_errors(fn: F) -> F:
 
 
 def _overrides(sets: list[str] | None, **flags: Any) -> dict[str, Any]:
-    from ostr_ray.config import parse_override
+    from ostr_ray.core.config import parse_override
 
     values = dict(parse_override(s) for s in sets or [])
     values.update({k: v for k, v in flags.items() if v is not None})
@@ -89,9 +89,9 @@ def search(
     set_: SetOpt = None,
 ) -> None:
     """Run one seed's search in this process, with checkpoints every epoch."""
-    from ostr_ray.config import build_config, config_from_dict
-    from ostr_ray.console import RichSearchProgress
-    from ostr_ray.search import Searcher, read_checkpoint, write_search_report
+    from ostr_ray.console.progress import RichSearchProgress
+    from ostr_ray.core.config import build_config, config_from_dict
+    from ostr_ray.core.search import Searcher, read_checkpoint, write_search_report
 
     overrides = _overrides(
         set_,
@@ -160,9 +160,9 @@ def launch(
     set_: SetOpt = None,
 ) -> None:
     """Search several seeds (and variants) side by side on Ray Tune, with consensus and early stop."""
-    from ostr_ray import launch as launcher
-    from ostr_ray.live import LaunchView
-    from ostr_ray.tracking import TrackingError
+    from ostr_ray.console.live import LaunchView
+    from ostr_ray.orchestration import launch as launcher
+    from ostr_ray.tracking.recorder import TrackingError
 
     try:
         if resume:
@@ -205,7 +205,7 @@ def launch(
 
 def _print_mlflow_hint(report: dict) -> None:
     """Last line of a launch: how to open its MLflow record (stderr, so --json output stays clean)."""
-    from ostr_ray.tracking import ui_command
+    from ostr_ray.tracking.recorder import ui_command
 
     record = report.get("mlflow") or {}
     uri = record.get("tracking_uri") or ""
@@ -220,7 +220,7 @@ def _print_mlflow_hint(report: dict) -> None:
 def _print_launch_report(report: dict, *, as_json: bool) -> None:
     import json
 
-    from ostr_ray.summary import launch_summary_table
+    from ostr_ray.console.summary import launch_summary_table
 
     if as_json:
         typer.echo(json.dumps(report, indent=1))
@@ -250,7 +250,7 @@ def report(
     import json
 
     from ostr_ray import evidence
-    from ostr_ray.summary import launch_summary_table
+    from ostr_ray.console.summary import launch_summary_table
 
     fmt = "json" if json_out else format_.lower()
     if fmt not in ("rich", "markdown", "json"):
@@ -290,7 +290,7 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show a running, interrupted or finished launch from its coordinator snapshot."""
-    from ostr_ray import launch as launcher
+    from ostr_ray.orchestration import launch as launcher
 
     try:
         data = launcher.launch_status(path)
@@ -302,7 +302,7 @@ def status(
 @app.command()
 def presets() -> None:
     """List the presets (paper settings kept as data in launch/presets)."""
-    from ostr_ray.config import list_presets, load_preset
+    from ostr_ray.core.config import list_presets, load_preset
 
     for name in list_presets():
         typer.echo(f"{name:18} {load_preset(name).get('description', '')}")
@@ -317,7 +317,7 @@ def nb201_lookup(
     """Ground-truth metrics of one NB201 cell."""
     import json
 
-    from ostr_ray.nb201_bench import load_nb201_table
+    from ostr_ray.core.nb201_bench import load_nb201_table
 
     bench = load_nb201_table(table)
     typer.echo(json.dumps({"arch": arch, "index": bench.index_of(arch), **bench.lookup(arch)}))
@@ -472,7 +472,7 @@ def ui(
     import signal
     import subprocess
 
-    from ostr_ray import tracking
+    from ostr_ray.tracking import recorder as tracking
 
     try:
         uri = tracking.ui_backend_uri(path)

@@ -26,8 +26,8 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from ostr_ray.criteria import ArchState, get_criterion, list_criteria
-from ostr_ray.events import EpochReport, Matrix
+from ostr_ray.core.criteria import ArchState, get_criterion, list_criteria
+from ostr_ray.core.events import EpochReport, Matrix
 from searchspaces import SearchSpace, get_space
 
 TrialStatus = Literal["running", "finished", "stopped", "failed"]

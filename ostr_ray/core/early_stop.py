@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ostr_ray.criteria import Selection
+from ostr_ray.core.criteria import Selection
 from searchspaces import Genotype, SearchSpace
 
 

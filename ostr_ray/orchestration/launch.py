@@ -18,9 +18,9 @@ from typing import Any
 
 from ray import tune
 
-from ostr_ray.config import ConfigError, SearchConfig, build_config, config_from_dict, list_presets
-from ostr_ray.coordinator import Coordinator, TrialKey
-from ostr_ray.events import EpochReport, call
+from ostr_ray.core.config import ConfigError, SearchConfig, build_config, config_from_dict, list_presets
+from ostr_ray.core.coordinator import Coordinator, TrialKey
+from ostr_ray.core.events import EpochReport, call
 
 DEFAULT_PRESET_FOR_SPACE = {"nb201": "nb201-cifar10", "darts": "darts-cifar10", "pcdarts": "pcdarts-cifar10"}
 LAUNCH_FILE = "launch.json"
@@ -145,9 +145,9 @@ def search_trial(params: dict[str, Any]) -> None:
     """The Tune trainable: one seed's search, resumed from Tune's checkpoint after a retry or restore."""
     import torch
 
+    from ostr_ray.core.nb201_bench import NB201TableError
+    from ostr_ray.core.search import CHECKPOINT_NAME, Searcher, SearchError
     from ostr_ray.data import DataError
-    from ostr_ray.nb201_bench import NB201TableError
-    from ostr_ray.search import CHECKPOINT_NAME, Searcher, SearchError
 
     config = config_from_dict(params["trial"]["search"])
     torch.set_num_threads(config.threads or 1)
@@ -491,7 +491,7 @@ def resume_launch(
 def _recorder(spec: LaunchSpec, recorder: Any) -> Any:
     if recorder is not None:
         return recorder
-    from ostr_ray.tracking import LaunchRecorder
+    from ostr_ray.tracking.recorder import LaunchRecorder
 
     return LaunchRecorder.from_spec(spec)  # fails fast (TrackingError) on an unusable tracking URI
 
@@ -533,7 +533,7 @@ def _fit_and_report(tuner: Any, callback: CoordinatorCallback, spec: LaunchSpec,
 
 def _ground_truth(spec: LaunchSpec, report: dict[str, Any]) -> dict[str, Any]:
     """NB201 table accuracy of every seed's final cell per criterion and of the consensus, per variant."""
-    from ostr_ray.nb201_bench import load_nb201_table
+    from ostr_ray.core.nb201_bench import load_nb201_table
 
     truth: dict[str, Any] = {}
     for variant, config in spec.variants.items():

@@ -190,7 +190,7 @@ def _require(ok: bool, message: str) -> None:
 
 def validate(config: SearchConfig) -> None:
     """Reject bad values with one line naming them. Cheap: touches no data and builds no model."""
-    from ostr_ray.criteria import list_criteria  # local: criteria imports config-free modules only
+    from ostr_ray.core.criteria import list_criteria  # local: criteria imports config-free modules only
 
     try:
         get_space(config.space)

@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ostr_ray.console import short_genotype
+from ostr_ray.console.progress import short_genotype
 
 SHOWN_CRITERIA = ("magnitude", "ostr", "ostr_star", "naive")
 

@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ostr_ray.config import SearchConfig, config_from_dict
-from ostr_ray.criteria import ArchState, list_criteria, select
+from ostr_ray.core.config import SearchConfig, config_from_dict
+from ostr_ray.core.criteria import ArchState, list_criteria, select
+from ostr_ray.core.early_stop import StabilityTracker, edge_decisiveness
+from ostr_ray.core.events import EpochReport, SearchResult, call
+from ostr_ray.core.strength import StrengthAccumulator
 from ostr_ray.data import AugmentSpec, BatchStream, load_images, search_split, subset
-from ostr_ray.early_stop import StabilityTracker, edge_decisiveness
-from ostr_ray.events import EpochReport, SearchResult, call
-from ostr_ray.strength import StrengthAccumulator
 from searchspaces import SearchSpace, Supernet, get_space
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -525,7 +525,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def _load_table(config: SearchConfig):
     if not config.nb201_table:
         return None
-    from ostr_ray.nb201_bench import load_nb201_table
+    from ostr_ray.core.nb201_bench import load_nb201_table
 
     return load_nb201_table(config.nb201_table)
 

@@ -13,9 +13,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ostr_ray.console import short_genotype
-from ostr_ray.coordinator import TrialKey
-from ostr_ray.events import EpochReport
+from ostr_ray.console.progress import short_genotype
+from ostr_ray.core.coordinator import TrialKey
+from ostr_ray.core.events import EpochReport
 
 
 def _eta(report: EpochReport) -> str:

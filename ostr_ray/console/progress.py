@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ostr_ray.events import EpochReport, SearchResult
+from ostr_ray.core.events import EpochReport, SearchResult
 
 SHOWN_CRITERIA = ("magnitude", "ostr")
 

@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ostr_ray.events import EpochReport
+from ostr_ray.core.events import EpochReport
 from searchspaces import get_space
 
 STRENGTH_SCORE = "ostr"

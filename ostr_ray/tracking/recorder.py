@@ -48,8 +48,8 @@ from urllib.parse import urlparse
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
-from ostr_ray.coordinator import TrialKey
-from ostr_ray.events import EpochReport
+from ostr_ray.core.coordinator import TrialKey
+from ostr_ray.core.events import EpochReport
 
 logger = logging.getLogger(__name__)
 
@@ -627,8 +627,8 @@ class LaunchRecorder:
             self.client.log_batch(run_id, params=items[start : start + _BATCH])
 
     def _plot(self, run_id: str, artifact_file: str, function: str, *args: Any) -> None:
-        """Draw with :mod:`ostr_ray.plots` and log the PNG; a plotting error costs only the picture."""
-        from ostr_ray import plots
+        """Draw with :mod:`ostr_ray.tracking.plots` and log the PNG; a plotting error costs only the picture."""
+        from ostr_ray.tracking import plots
 
         try:
             figure = getattr(plots, function)(*args)
@@ -638,7 +638,7 @@ class LaunchRecorder:
         self.client.log_figure(run_id, figure, artifact_file, save_kwargs={"dpi": 100})
 
     def _load_runs(self) -> dict[str, Any]:
-        from ostr_ray.launch import read_text
+        from ostr_ray.orchestration.launch import read_text
 
         try:
             saved = json.loads(read_text(self.experiment_path, RUNS_FILE))
@@ -647,7 +647,7 @@ class LaunchRecorder:
         return saved if saved.get("tracking_uri") == self.tracking_uri else {}
 
     def _save_runs(self) -> None:
-        from ostr_ray.launch import write_text
+        from ostr_ray.orchestration.launch import write_text
 
         data = {
             "tracking_uri": self.tracking_uri,
@@ -672,7 +672,7 @@ class LaunchRecorder:
 
 def ui_backend_uri(path: str) -> str:
     """The store ``ostr-ray ui PATH`` should open: the launch's recorded URI, else its own SQLite file."""
-    from ostr_ray.launch import read_text
+    from ostr_ray.orchestration.launch import read_text
 
     try:
         saved = json.loads(read_text(path, RUNS_FILE))
