@@ -30,7 +30,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ostr_ray.retrain import build_network, build_retrain_config, make_optimizer, train_step  # noqa: E402
-from searchspaces.darts import DARTS_V2  # noqa: E402
+from searchspaces.darts_genotype import DARTS_V2  # noqa: E402
 
 # (name, protocol, batch, resolution, classes, network overrides); smoke sizes replace them on CPU.
 NETWORKS = {

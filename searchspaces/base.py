@@ -23,7 +23,7 @@ Conventions shared by all spaces
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -102,6 +102,44 @@ class SearchSpace:
     """``build_eval_network(genotype, num_classes=..., **protocol_kwargs)``; its forward returns
     ``(logits, aux_logits_or_None)``."""
     parameter_free_ops: frozenset[str]
+    # -- what the edges (console, MLflow, reports, retraining) need to know; all optional ----------------
+    display_name: str = ""
+    """Name in reports and tables (``"NAS-Bench-201"``); defaults to ``name``."""
+    short_ops: Mapping[str, str] = field(default_factory=dict)
+    """op -> short name for tables, plots and compact genotype strings; ops not listed keep their name."""
+    edge_labels: tuple[str, ...] = ()
+    """One label per alpha row (heatmap rows, per-edge tables); default ``e0, e1, ...``."""
+    cell_drawing: str | None = None
+    """Which registered cell diagram draws this space's genotypes (``"nb201"``, ``"darts"``); None = none."""
+    default_preset: str | None = None
+    """The search preset ``ostr-ray launch --spaces <name>`` runs."""
+    default_protocols: Mapping[str, str] = field(default_factory=dict)
+    """Retraining protocol per data set (``"default"`` for any other): what ``ostr-ray retrain`` uses."""
+    benchmark: str | None = None
+    """A tabular benchmark this space's genotypes index (``"nb201"``): enables ground-truth lookups."""
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name
+
+    def short_op(self, op: str) -> str:
+        return self.short_ops.get(op, op)
+
+    def row_labels(self) -> list[str]:
+        return (
+            list(self.edge_labels)
+            if len(self.edge_labels) == self.num_edges
+            else [f"e{row}" for row in range(self.num_edges)]
+        )
+
+    def compact(self, genotype_text: str) -> str:
+        """A genotype string with short op names (longest names first, so no name eats part of another)."""
+        for op in sorted(self.short_ops, key=len, reverse=True):
+            genotype_text = genotype_text.replace(op, self.short_ops[op])
+        return genotype_text
+
+    def protocol_for(self, dataset: str) -> str | None:
+        return self.default_protocols.get(dataset) or self.default_protocols.get("default")
 
     @property
     def alpha_shape(self) -> tuple[int, int]:

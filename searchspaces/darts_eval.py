@@ -1,31 +1,26 @@
 """DARTS evaluation networks (train-from-scratch of a searched genotype), after quark0/darts ``model.py``.
 
 ``NetworkCIFAR`` / ``NetworkImageNet`` stack discrete cells built from a
-:class:`~searchspaces.darts.DartsGenotype` (affine BN everywhere), with an optional auxiliary head after
+:class:`~searchspaces.darts_genotype.DartsGenotype` (affine BN everywhere), with an optional auxiliary head after
 cell ``2*layers//3`` and drop-path on every non-identity op. ``drop_path_prob`` is a plain attribute
 because the DARTS protocol ramps it linearly over the epochs: the trainer sets
 ``net.drop_path_prob = p * epoch / epochs`` before each epoch.
 
 Both forwards return ``(logits, aux_logits)``; ``aux_logits`` is None unless the net is in training mode
 and was built with ``auxiliary=True``.
-
-This module needs only the genotype's attributes (``normal``, ``normal_concat``, ``reduce``,
-``reduce_concat``), so it does not import :mod:`searchspaces.darts` (which imports it for registration).
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from searchspaces.base import SearchSpaceError
+from searchspaces.darts_genotype import DartsGenotype
 from searchspaces.darts_ops import NUM_NODES, OPS, Identity, preprocess_inputs
-
-if TYPE_CHECKING:
-    from searchspaces.darts import DartsGenotype
 
 AUXILIARY_PREFIX = "auxiliary_head"
 """Module name of the auxiliary head; papers report parameter counts without it."""

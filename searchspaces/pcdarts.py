@@ -16,18 +16,20 @@ import torch
 from torch import nn
 
 from searchspaces.base import SearchSpace, SearchSpaceError, register_space
-from searchspaces.darts import (
+from searchspaces.darts import CellSupernet
+from searchspaces.darts_eval import build_eval_network
+from searchspaces.darts_genotype import (
     CELL_TYPES,
+    EDGE_LABELS,
     NUM_EDGES,
     NUM_NODES,
     PARAMETER_FREE_OPS,
     PRIMITIVES,
-    CellSupernet,
+    SHORT_OPS,
     DartsGenotype,
     decode,
     parse_genotype,
 )
-from searchspaces.darts_eval import build_eval_network
 from searchspaces.darts_ops import apply_ops, preactivated_flags, search_op
 
 __all__ = ["PCDartsSupernet", "PartialMixedOp", "channel_shuffle", "per_node_softmax"]
@@ -123,4 +125,10 @@ def pcdarts_space() -> SearchSpace:
         genotype_from_json=DartsGenotype.from_json,
         build_eval_network=build_eval_network,
         parameter_free_ops=PARAMETER_FREE_OPS,
+        display_name="PC-DARTS",
+        short_ops=SHORT_OPS,
+        edge_labels=EDGE_LABELS,
+        cell_drawing="darts",
+        default_preset="pcdarts-cifar10",
+        default_protocols={"imagenet": "darts-imagenet", "default": "darts-cifar"},
     )

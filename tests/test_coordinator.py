@@ -12,8 +12,8 @@ from scipy.stats import kendalltau
 from ostr_ray.core.coordinator import Coordinator, EpochStats, TrialKey, kendall_tau_b, normalise_rows
 from ostr_ray.core.events import EpochReport
 from searchspaces import get_space
-from searchspaces.darts import DartsGenotype
-from searchspaces.nb201 import NB201Genotype
+from searchspaces.darts_genotype import DartsGenotype
+from searchspaces.nb201_genotype import NB201Genotype
 from tests.conftest import make_report
 
 NB201 = get_space("nb201")

@@ -9,20 +9,7 @@ import torch
 from torch import nn
 
 from searchspaces.base import SearchSpaceError, get_space
-from searchspaces.darts import (
-    DARTS_V1,
-    DARTS_V2,
-    EDGES,
-    PC_DARTS,
-    PRIMITIVES,
-    DartsGenotype,
-    DartsSupernet,
-    MixedOp,
-    decode,
-    edge_row,
-    node_rows,
-    parse_genotype,
-)
+from searchspaces.darts import DartsSupernet, MixedOp
 from searchspaces.darts_eval import (
     EvalCell,
     NetworkCIFAR,
@@ -30,6 +17,18 @@ from searchspaces.darts_eval import (
     build_eval_network,
     count_parameters,
     drop_path,
+)
+from searchspaces.darts_genotype import (
+    DARTS_V1,
+    DARTS_V2,
+    EDGES,
+    PC_DARTS,
+    PRIMITIVES,
+    DartsGenotype,
+    decode,
+    edge_row,
+    node_rows,
+    parse_genotype,
 )
 from searchspaces.darts_ops import Identity, Zero
 

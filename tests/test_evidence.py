@@ -18,8 +18,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from ostr_ray import evidence as ev
-from searchspaces.darts import DARTS_V1, DARTS_V2, PC_DARTS
-from searchspaces.nb201 import NB201Genotype
+from searchspaces.darts_genotype import DARTS_V1, DARTS_V2, PC_DARTS
+from searchspaces.nb201_genotype import NB201Genotype
 from tests.conftest import make_report
 
 V = {"none": 0.0, "skip_connect": 1.0, "nor_conv_1x1": 2.0, "nor_conv_3x3": 3.0, "avg_pool_3x3": 0.5}

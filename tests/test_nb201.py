@@ -10,16 +10,18 @@ import torch.nn.functional as F
 
 from searchspaces.base import SearchSpaceError, get_space
 from searchspaces.nb201 import (
-    EDGES,
-    OPS,
     FusedSearchCell,
-    NB201Genotype,
     NB201Supernet,
     TinyNetwork,
     _CellMixing,
-    all_genotypes,
     build_eval_network,
     build_supernet,
+)
+from searchspaces.nb201_genotype import (
+    EDGES,
+    OPS,
+    NB201Genotype,
+    all_genotypes,
     decode,
     genotype_from_json,
     parse_genotype,

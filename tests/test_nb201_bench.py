@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ostr_ray.core.nb201_bench import NB201Table, NB201TableError, load_nb201_table
-from searchspaces.nb201 import NB201Genotype
+from searchspaces.nb201_genotype import NB201Genotype
 
 SHARED_CSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nb201" / "nb201_cifar10.csv"
 

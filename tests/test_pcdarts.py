@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from searchspaces.base import SearchSpaceError, get_space
-from searchspaces.darts import PC_DARTS, PRIMITIVES, decode, node_rows, parse_genotype
 from searchspaces.darts_eval import build_eval_network, count_parameters
+from searchspaces.darts_genotype import PC_DARTS, PRIMITIVES, decode, node_rows, parse_genotype
 from searchspaces.pcdarts import PartialMixedOp, PCDartsSupernet, channel_shuffle, per_node_softmax
 
 

@@ -23,7 +23,7 @@ from ostr_ray.cli import app
 from ostr_ray.retrain.mlflow_run import _mlflow_client
 from ostr_ray.retrain.worker import _Placement, _Shard
 from searchspaces import get_space
-from searchspaces.darts import DARTS_V2
+from searchspaces.darts_genotype import DARTS_V2
 
 BEST_NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 ALL_CONV3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"

@@ -30,7 +30,7 @@ from ostr_ray.tracking.recorder import (
     resolve_tracking_uri,
 )
 from searchspaces import get_space
-from searchspaces.darts import DARTS_V2
+from searchspaces.darts_genotype import DARTS_V2
 from tests.conftest import REPO, tiny_spec
 
 ray = pytest.importorskip("ray")

@@ -193,7 +193,7 @@ def validate(config: SearchConfig) -> None:
     from ostr_ray.core.criteria import list_criteria  # local: criteria imports config-free modules only
 
     try:
-        get_space(config.space)
+        space = get_space(config.space)
     except SearchSpaceError as err:
         raise ConfigError(str(err)) from None
     _require(config.dataset in DATASETS, f"unknown dataset {config.dataset!r}; choose from {', '.join(DATASETS)}")
@@ -226,7 +226,10 @@ def validate(config: SearchConfig) -> None:
         )
     _require(0 < config.train_fraction < 1, f"train_fraction must be in (0, 1), got {config.train_fraction!r}")
     if config.nb201_table:
-        _require(config.space == "nb201", f"nb201_table applies to the nb201 space, not {config.space!r}")
+        _require(
+            space.benchmark == "nb201",
+            f"nb201_table applies to spaces with NAS-Bench-201 cells (nb201), not {config.space!r}",
+        )
     if config.dataset == "imagefolder":
         _require(bool(config.data_dir), "dataset 'imagefolder' needs --data-dir pointing at a class-folder tree")
     if config.threads is not None:

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from searchspaces.base import SearchSpaceError
-from searchspaces.nb201 import NB201Genotype
+from searchspaces.nb201_genotype import NB201Genotype
 
 NATS_METRIC = "cifar10_test"
 """The NATS-backed table's one metric: CIFAR-10 test accuracy (%) after NB201's 200-epoch schedule."""

@@ -1,9 +1,9 @@
-"""One seed's OStr-DARTS search: the bi-level loop, strength bookkeeping, selection, Algorithm 1, checkpoints.
+"""One seed's OStr-DARTS search: the bi-level loop, strength bookkeeping, selection and Algorithm 1.
 
 Per step (DARTS order): one architecture step on a validation-half batch, then one weight step on a
-train-half batch. The architecture step asks autograd only for the gradients of alpha and beta (not of the
-weights, which that step never uses), and strength is read from exactly those gradients: no extra forward
-or backward. The step keeps every number on the device; the host synchronises once per epoch.
+train-half batch. Strength is read from the architecture step's own gradients (:mod:`.arch_grads`); the step
+keeps every number on the device and the host synchronises once per epoch. Checkpoints (:mod:`.checkpoint`)
+are written after every epoch.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,90 +21,31 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from ostr_ray.core.arch_grads import ArchGradients
+from ostr_ray.core.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    CheckpointError,
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from ostr_ray.core.config import SearchConfig, config_from_dict
 from ostr_ray.core.criteria import ArchState, list_criteria, select
 from ostr_ray.core.early_stop import StabilityTracker, edge_decisiveness
 from ostr_ray.core.events import EpochReport, SearchResult, call
+from ostr_ray.core.placement import autocast_dtype, resolve_device, use_channels_last
+from ostr_ray.core.search_data import SearchData, build_data
 from ostr_ray.core.strength import StrengthAccumulator
-from ostr_ray.data import AugmentSpec, BatchStream, load_images, search_split, subset
 from searchspaces import SearchSpace, Supernet, get_space
 
-CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
+__all__ = ["CHECKPOINT_NAME", "CheckpointError", "SearchError", "Searcher", "read_checkpoint"]
 
 
 class SearchError(RuntimeError):
     """A search that cannot go on (diverged); the message names seed, epoch and step."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the requested search."""
-
-
-@dataclass
-class SearchData:
-    train: BatchStream
-    val: BatchStream
-    num_classes: int
-    in_channels: int
-
-
-def resolve_device(config: SearchConfig) -> torch.device:
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(config.device)
-
-
-def build_data(config: SearchConfig, device: torch.device) -> SearchData:
-    """Load, optionally subset, halve by a seeded split, and wrap both halves in deterministic streams."""
-    images = load_images(
-        config.dataset,
-        data_dir=config.data_dir,
-        train=True,
-        download=config.download,
-        image_size=config.image_size,
-    )
-    if config.subset_fraction is not None and config.subset_fraction < 1:
-        images = subset(images, max(2, round(config.subset_fraction * len(images.labels))), seed=config.seed)
-    train, val = search_split(
-        images,
-        seed=config.seed,
-        fraction=config.train_fraction,
-        train_size=config.train_size,
-        val_size=config.val_size,
-    )
-    augment = AugmentSpec(
-        random_crop_padding=config.crop_padding, horizontal_flip=config.horizontal_flip, cutout=config.cutout
-    )
-    channels_last = _channels_last(config, device)
-    streams = [
-        BatchStream(
-            half,
-            config.batch_size,
-            seed=config.seed,
-            augment=augment,
-            device=device,
-            channels_last=channels_last,
-            stream_id=stream_id,
-        )
-        for stream_id, half in enumerate((train, val))
-    ]
-    return SearchData(streams[0], streams[1], images.num_classes, int(images.images.shape[1]))
-
-
-def _channels_last(config: SearchConfig, device: torch.device) -> bool:
-    # Off unless asked for: on an H100 channels_last made the NB201 and PC-DARTS search steps 20-25% slower
-    # and the DARTS step no faster (benchmarks/gpu_check.sh; README, Benchmarks).
-    return device.type == "cuda" and bool(config.channels_last)
-
-
-def _autocast_dtype(config: SearchConfig, device: torch.device) -> torch.dtype | None:
-    # "auto" is fp32: the supernets' small convolutions leave an H100 waiting on kernel launches, and bf16
-    # autocast's casts made every preset's step 5-30% slower there (README, Benchmarks). "bf16" opts in;
-    # it needs no loss scaling, so strength is read from the gradients as they are.
-    if device.type != "cuda" or config.amp != "bf16":
-        return None
-    return torch.bfloat16
 
 
 class Searcher:
@@ -125,16 +64,16 @@ class Searcher:
         self.callbacks = list(callbacks)
         if config.threads:
             torch.set_num_threads(config.threads)
-        _seed_everything(config.seed)
+        seed_everything(config.seed)
         self.space: SearchSpace = get_space(config.space)
         self.device = resolve_device(config)
         self.data = data or build_data(config, self.device)
         self.model: Supernet = self.space.build_supernet(
             num_classes=self.data.num_classes, in_channels=self.data.in_channels, **config.space_kwargs
         ).to(self.device)
-        if _channels_last(config, self.device):
+        if use_channels_last(config, self.device):
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.autocast_dtype = _autocast_dtype(config, self.device)
+        self.autocast_dtype = autocast_dtype(config, self.device)
         self.weight_params = self.model.weight_parameters()
         self.arch_params = self.model.arch_parameters()
         self.w_opt = torch.optim.SGD(
@@ -145,6 +84,15 @@ class Searcher:
         )
         self.a_opt = torch.optim.Adam(
             self.arch_params, lr=config.a_lr, betas=tuple(config.a_betas), weight_decay=config.a_weight_decay
+        )
+        self.grads = ArchGradients(
+            self.model,
+            self._loss,
+            self.w_opt,
+            self.weight_params,
+            self.arch_params,
+            config.w_momentum,
+            config.w_weight_decay,
         )
         self.accumulator = StrengthAccumulator()
         self.trackers = {
@@ -247,78 +195,20 @@ class Searcher:
         """One architecture update; records this minibatch's strength readings on the way."""
         order = self.config.order
         if order == "first":
-            logits, loss, grads = self._first_order_grads(x_val, y_val)
+            grads = self.grads.first_order(x_val, y_val)
         elif order == "second":
-            logits, loss, grads = self._second_order_grads(x_train, y_train, x_val, y_val)
+            grads = self.grads.second_order(x_train, y_train, x_val, y_val)
         else:  # single level: the weight step below shares this batch; read alpha on the train data
-            logits, loss, grads = self._first_order_grads(x_train, y_train)
+            grads = self.grads.first_order(x_train, y_train)
+        logits, loss = grads.logits, grads.loss
+        if order == "single":
             with torch.no_grad():
                 logits, loss = self._loss(x_val, y_val, self.model.op_weights())
-        alpha_grads, betas, beta_grads, rest = grads
-        for param, grad in zip(self.arch_params, [*alpha_grads.values(), *rest]):
+        for param, grad in zip(self.arch_params, [*grads.alpha_grads.values(), *grads.extra_grads]):
             param.grad = grad
-        self.accumulator.add(alpha_grads, betas, beta_grads)
+        self.accumulator.add(grads.alpha_grads, grads.betas, grads.beta_grads)
         self.a_opt.step()
         return logits.detach(), loss.detach()
-
-    def _arch_inputs(self) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-        betas = self.model.op_weights()
-        extra = self.arch_params[len(betas) :]  # PC-DARTS edge alphas
-        return betas, extra
-
-    def _first_order_grads(self, x: torch.Tensor, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None):
-        betas, extra = self._arch_inputs()
-        alphas = list(self.model.alphas.values())
-        logits, loss = self._loss(x, y, betas, params)
-        grads = torch.autograd.grad(loss, [*alphas, *betas.values(), *extra])
-        cells = list(betas)
-        n = len(cells)
-        alpha_grads = dict(zip(cells, grads[:n]))
-        beta_grads = dict(zip(cells, grads[n : 2 * n]))
-        return logits, loss, (alpha_grads, betas, beta_grads, list(grads[2 * n :]))
-
-    def _second_order_grads(self, x_train, y_train, x_val, y_val):
-        """DARTS' unrolled gradient: alpha grad at w' = w - lr * (SGD step), minus lr * a finite-difference
-        Hessian-vector product. Strength reads the total alpha gradient; the beta gradient is the one at w'."""
-        lr = self.w_opt.param_groups[0]["lr"]
-        names = [n for n, p in self.model.named_parameters() if any(p is w for w in self.weight_params)]
-        params = dict(self.model.named_parameters())
-        weights = [params[n] for n in names]
-        _, train_loss = self._loss(x_train, y_train, self._fixed_op_weights())
-        dw = torch.autograd.grad(train_loss, weights)
-        momentum, decay = self.config.w_momentum, self.config.w_weight_decay
-        with torch.no_grad():
-            unrolled = []
-            for w, g in zip(weights, dw):
-                buf = self.w_opt.state.get(w, {}).get("momentum_buffer")
-                step = g + decay * w + (momentum * buf if buf is not None else 0)
-                unrolled.append((w - lr * step).requires_grad_())
-        unrolled_params = {**params, **dict(zip(names, unrolled))}
-        betas, extra = self._arch_inputs()
-        alphas = list(self.model.alphas.values())
-        logits, loss = self._loss(x_val, y_val, betas, unrolled_params)
-        grads = torch.autograd.grad(loss, [*alphas, *betas.values(), *extra, *unrolled])
-        n_arch, n = len(alphas) + len(extra), len(alphas)
-        arch_grads = [*grads[:n], *grads[2 * n : 2 * n + len(extra)]]
-        dw_unrolled = grads[2 * n + len(extra) :]
-        implicit = self._hessian_vector(x_train, y_train, names, params, dw_unrolled)
-        arch_grads = [g - lr * h for g, h in zip(arch_grads, implicit)]
-        cells = list(betas)
-        assert len(arch_grads) == n_arch
-        alpha_grads = dict(zip(cells, arch_grads[:n]))
-        beta_grads = dict(zip(cells, grads[n : 2 * n]))
-        return logits, loss, (alpha_grads, betas, beta_grads, arch_grads[n:])
-
-    def _hessian_vector(self, x, y, names, params, vector) -> list[torch.Tensor]:
-        """(d/d arch) of L_train at w +- eps * v, central difference (DARTS eq. 8), eps = 0.01 / |v|."""
-        eps = 0.01 / torch.sqrt(sum(v.pow(2).sum() for v in vector)).clamp_min(1e-12)
-        grads = []
-        for sign in (1.0, -1.0):
-            shifted = {**params, **{n: params[n].detach() + sign * eps * v for n, v in zip(names, vector)}}
-            op_weights = self.model.op_weights()
-            _, loss = self._loss(x, y, op_weights, shifted)
-            grads.append(torch.autograd.grad(loss, self.arch_params))
-        return [(gp - gm) / (2 * eps) for gp, gm in zip(*grads)]
 
     def _weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self.w_opt.zero_grad(set_to_none=True)
@@ -425,15 +315,11 @@ class Searcher:
             "accumulator": self.accumulator.state_dict(),
             "trackers": {n: t.state_dict() for n, t in self.trackers.items()},
             "history": [r.to_json() for r in self.history],
-            "rng": _rng_state(),
+            "rng": rng_state(),
         }
 
     def save_checkpoint(self, path: Path) -> None:
-        """Atomic: a crash while writing never leaves a torn checkpoint behind."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        save_checkpoint(self.state_dict(), path)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -446,7 +332,7 @@ class Searcher:
         self.history = [EpochReport.from_json(r) for r in state["history"]]
         self.epoch = int(state["epoch"])
         self.stop_reason = state["stop_reason"]
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
 
     @classmethod
     def resume(
@@ -475,18 +361,6 @@ class Searcher:
         return searcher
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG/numpy state
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not an ostr-ray search checkpoint")
-    return state
-
-
 def _batch_totals(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> list[torch.Tensor]:
     n = labels.shape[0]
     correct = (logits.argmax(dim=1) == labels).sum()
@@ -501,39 +375,12 @@ def _numpy(cells: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {c: t.detach().cpu().numpy().astype(np.float64) for c, t in cells.items()}
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _load_table(config: SearchConfig):
     if not config.nb201_table:
         return None
     from ostr_ray.core.nb201_bench import load_nb201_table
 
     return load_nb201_table(config.nb201_table)
-
-
-def iter_history(path: str | Path) -> Iterator[EpochReport]:
-    """The epoch reports stored in a checkpoint (for ``status`` views of a running search)."""
-    for report in read_checkpoint(path)["history"]:
-        yield EpochReport.from_json(report)
 
 
 def write_search_report(out_dir: str | Path, config: SearchConfig, result: SearchResult) -> Path:

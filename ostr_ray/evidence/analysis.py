@@ -96,9 +96,9 @@ from ostr_ray.evidence.stats import (
     spearman,
 )
 from searchspaces import get_space
-from searchspaces.nb201 import EDGES as NB201_EDGES
-from searchspaces.nb201 import OPS as NB201_OPS
-from searchspaces.nb201 import NB201Genotype
+from searchspaces.nb201_genotype import EDGES as NB201_EDGES
+from searchspaces.nb201_genotype import OPS as NB201_OPS
+from searchspaces.nb201_genotype import NB201Genotype
 
 PAPER_EVAL_SIZE: dict[str, int] = {"C": 36, "layers": 20}
 """DARTS' CIFAR evaluation network (NetworkCIFAR) size for parameters and multiply-adds."""

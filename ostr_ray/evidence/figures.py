@@ -14,7 +14,7 @@ import numpy as np
 
 from ostr_ray.evidence.render import _label, _num
 from ostr_ray.evidence.stats import edge_name, parameter_free_set
-from searchspaces.nb201 import EDGES as NB201_EDGES
+from searchspaces.nb201_genotype import EDGES as NB201_EDGES
 
 FIGURE_FILES = {
     "accuracy": "evidence_accuracy_by_epoch.png",

@@ -17,9 +17,9 @@ import numpy as np
 from scipy.stats import rankdata
 
 from searchspaces import get_space
-from searchspaces.nb201 import EDGES as NB201_EDGES
-from searchspaces.nb201 import OPS as NB201_OPS
-from searchspaces.nb201 import NB201Genotype
+from searchspaces.nb201_genotype import EDGES as NB201_EDGES
+from searchspaces.nb201_genotype import OPS as NB201_OPS
+from searchspaces.nb201_genotype import NB201Genotype
 
 CRITERIA = ("magnitude", "ostr", "ostr_star", "naive")
 CRITERION_LABELS = {"magnitude": "DARTS (magnitude)", "ostr": "OStr", "ostr_star": "OStr*", "naive": "naive"}

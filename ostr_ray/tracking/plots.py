@@ -52,7 +52,7 @@ def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
 def edge_labels(space_name: str, num_edges: int) -> list[str]:
     """Row labels of an (E, O) matrix: ``"0→1"`` for NB201, ``"$c_{k-1}$→n2"`` (mathtext) for DARTS-like."""
     if space_name == "nb201":
-        from searchspaces.nb201 import EDGES
+        from searchspaces.nb201_genotype import EDGES
 
         return [f"{src}→{dst}" for dst, src in EDGES]
     if space_name in _DARTS_LIKE:
@@ -173,7 +173,7 @@ def _bare(ax: Axes, title: str) -> None:
 def draw_nb201_cell(ax: Axes, genotype: str, title: str = "") -> None:
     """NB201's 4-node cell, nodes in a row (0 = input, 3 = output): neighbour edges straight, the two
     skip-one edges arcing above, 0→3 arcing below; 'none' edges are left out."""
-    from searchspaces.nb201 import EDGES
+    from searchspaces.nb201_genotype import EDGES
 
     ops = get_space("nb201").parse_genotype(genotype).ops
     position = {node: (1.4 * node, 0.0) for node in range(4)}
