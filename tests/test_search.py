@@ -130,7 +130,7 @@ def test_nb201_table_adds_ground_truth_per_epoch(nb201_csv):
         ({"epochs": 0}, "epochs must be >= 1, got 0"),
         ({"order": "third"}, "unknown order 'third'"),
         ({"bogus_key": 1}, "unknown setting 'bogus_key'"),
-        ({"nb201_table": "x.csv", "space": "darts"}, "nb201_table applies to the nb201 space"),
+        ({"nb201_table": "x.csv", "space": "darts"}, "nb201_table applies to spaces with NAS-Bench-201 cells"),
     ],
 )
 def test_bad_settings_fail_before_any_work(bad, match):
