@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 Scores = Mapping[str, torch.Tensor]
+AUXILIARY_PREFIX = "auxiliary_head"
+"""Module name of an evaluation network's auxiliary head: papers count parameters without it."""
 
 
 class SearchSpaceError(ValueError):
@@ -99,8 +101,9 @@ class SearchSpace:
     """Genotype from its string form (NB201 string) or a JSON text."""
     genotype_from_json: Callable[[Mapping[str, Any]], Genotype]
     build_eval_network: Callable[..., nn.Module]
-    """``build_eval_network(genotype, num_classes=..., **protocol_kwargs)``; its forward returns
-    ``(logits, aux_logits_or_None)``."""
+    """``build_eval_network(genotype, num_classes=..., dataset_kind="cifar", **protocol_kwargs)``; its forward
+    returns ``(logits, aux_logits_or_None)``. ``dataset_kind`` names the network family ("cifar": 32x32
+    inputs, "imagenet": 224x224); a space without one raises :class:`SearchSpaceError`."""
     parameter_free_ops: frozenset[str]
     # -- what the edges (console, MLflow, reports, retraining) need to know; all optional ----------------
     display_name: str = ""

@@ -29,7 +29,11 @@ from searchspaces.darts_genotype import (
 )
 from searchspaces.darts_ops import NONE_INDEX, apply_ops, cell_edges, preactivated_flags, preprocess_inputs, search_op
 
-__all__ = ["CellSupernet", "DartsSupernet", "MixedOp", "SearchCell"]
+__all__ = ["STEMS", "CellSupernet", "DartsSupernet", "MixedOp", "SearchCell"]
+
+STEMS = ("cifar", "imagenet")
+"""Search-network stems: ``cifar`` (DARTS: one 3x3 conv, resolution kept) and ``imagenet`` (PC-DARTS'
+direct ImageNet search: three stride-2 3x3 convs, 224 -> 28, before the first cell)."""
 
 
 # ------------------------------------------------------------------------------------------- supernet
@@ -102,10 +106,40 @@ class SearchCell(nn.Module):
         return torch.cat(states[-self.multiplier :], dim=1)
 
 
+def imagenet_stem(in_channels: int, C_stem: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """PC-DARTS' ImageNet search stem (``model_search_imagenet.py``): ``stem0`` = two stride-2 3x3 convs
+    (to ``C_stem // 2``, then ``C_stem``) with BN and a ReLU between them, ``stem1`` = ReLU, one more
+    stride-2 3x3 conv, BN. Cell 0 gets ``stem0``'s output (one reduction behind) and ``stem1``'s.
+
+    Why three stride-2 convs: at 224 x 224 the cells would otherwise run on 50x more pixels than on CIFAR;
+    at 28 x 28 the supernet costs about what the CIFAR one does. The ReLUs are not in place (the reference's
+    are): cell 0's first preprocessing applies its own ReLU to ``stem0``'s output, so the values agree.
+    """
+    half = C_stem // 2
+    stem0 = nn.Sequential(
+        nn.Conv2d(in_channels, half, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(half),
+        nn.ReLU(inplace=False),
+        nn.Conv2d(half, C_stem, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(C_stem),
+    )
+    stem1 = nn.Sequential(
+        nn.ReLU(inplace=False),
+        nn.Conv2d(C_stem, C_stem, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(C_stem),
+    )
+    return stem0, stem1
+
+
 class CellSupernet(Supernet):
     """The DARTS search network skeleton (stem, ``layers`` cells with reductions at ``layers//3`` and
     ``2*layers//3``, global pool, linear head), parameterised by the mixed-op factory so DARTS and PC-DARTS
-    share it. Forward takes the op mixing weights explicitly (see :mod:`searchspaces.base`)."""
+    share it. Forward takes the op mixing weights explicitly (see :mod:`searchspaces.base`).
+
+    ``stem`` picks the input stem (:data:`STEMS`): ``cifar`` feeds one stem output to both inputs of cell 0;
+    ``imagenet`` (:func:`imagenet_stem`) feeds it a state one reduction behind, so cell 0 aligns its first
+    input with a FactorizedReduce as if a reduction cell preceded it (PC-DARTS: ``reduction_prev = True``).
+    """
 
     def __init__(
         self,
@@ -117,8 +151,11 @@ class CellSupernet(Supernet):
         steps: int,
         multiplier: int,
         stem_multiplier: int,
+        stem: str = "cifar",
     ):
         super().__init__()
+        if stem not in STEMS:
+            raise SearchSpaceError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
         for name, value in (
             ("C", C),
             ("layers", layers),
@@ -132,12 +169,16 @@ class CellSupernet(Supernet):
         if not 1 <= multiplier <= steps:
             raise SearchSpaceError(f"multiplier must be in 1..steps={steps}, got {multiplier!r}")
         self.steps, self.num_edges = steps, len(cell_edges(steps))
+        self.stem_kind = stem
         C_stem = stem_multiplier * C
-        # The stem BN keeps its affine parameters, as in DARTS' search network; only cell BNs drop them.
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
+        # The stem BNs keep their affine parameters, as in DARTS' search networks; only cell BNs drop them.
+        if stem == "imagenet":
+            self.stem0, self.stem1 = imagenet_stem(in_channels, C_stem)
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
         C_prev_prev, C_prev, C_curr = C_stem, C_stem, C
         self.cells = nn.ModuleList()
-        reduction_prev = False
+        reduction_prev = stem == "imagenet"
         for i in range(layers):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
@@ -178,14 +219,19 @@ class CellSupernet(Supernet):
                 (cell, w.unbind(0))
                 for cell, w in self._checked_weights(edge_weights, "edge_weights", (self.num_edges,)).items()
             )
-        s0 = s1 = self.stem(x)
+        if self.stem_kind == "imagenet":
+            s0 = self.stem0(x)
+            s1 = self.stem1(s0)
+        else:
+            s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, op_rows[cell.cell_type], edge_rows[cell.cell_type])
         return self.classifier(torch.flatten(self.global_pooling(s1), 1))
 
 
 class DartsSupernet(CellSupernet):
-    """The DARTS search network (defaults: the paper's CIFAR-10 search setting)."""
+    """The DARTS search network (defaults: the paper's CIFAR-10 search setting; ``stem="imagenet"`` for a
+    direct ImageNet search, see :class:`CellSupernet`)."""
 
     def __init__(
         self,
@@ -196,8 +242,9 @@ class DartsSupernet(CellSupernet):
         steps: int = NUM_NODES,
         multiplier: int = 4,
         stem_multiplier: int = 3,
+        stem: str = "cifar",
     ):
-        super().__init__(MixedOp, C, layers, num_classes, in_channels, steps, multiplier, stem_multiplier)
+        super().__init__(MixedOp, C, layers, num_classes, in_channels, steps, multiplier, stem_multiplier, stem)
 
 
 @register_space("darts")

@@ -18,12 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from searchspaces.base import SearchSpaceError
+from searchspaces.base import AUXILIARY_PREFIX, SearchSpaceError
 from searchspaces.darts_genotype import DartsGenotype
 from searchspaces.darts_ops import NUM_NODES, OPS, Identity, preprocess_inputs
-
-AUXILIARY_PREFIX = "auxiliary_head"
-"""Module name of the auxiliary head; papers report parameter counts without it."""
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:

@@ -295,8 +295,11 @@ def build_supernet(**kwargs: Any) -> NB201Supernet:
     return NB201Supernet(**kwargs)
 
 
-def build_eval_network(genotype: NB201Genotype | str, **kwargs: Any) -> TinyNetwork:
-    """``TinyNetwork(genotype, C=16, N=5, num_classes=10, in_channels=3)``; strings are parsed first."""
+def build_eval_network(genotype: NB201Genotype | str, *, dataset_kind: str = "cifar", **kwargs: Any) -> TinyNetwork:
+    """``TinyNetwork(genotype, C=16, N=5, num_classes=10, in_channels=3)``; strings are parsed first. NB201 has
+    one network family, the CIFAR-style TinyNetwork (also used for ImageNet16-120)."""
+    if dataset_kind != "cifar":
+        raise SearchSpaceError(f"NB201 has no {dataset_kind!r} evaluation network; only 'cifar' (TinyNetwork)")
     _check_kwargs(kwargs, "eval network")
     if isinstance(genotype, str):
         genotype = parse_genotype(genotype)

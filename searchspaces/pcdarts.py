@@ -83,7 +83,8 @@ class PartialMixedOp(nn.Module):
 
 class PCDartsSupernet(CellSupernet):
     """The PC-DARTS search network: the DARTS supernet with :class:`PartialMixedOp` edges (``partial_k``
-    = K, default 4 as in the paper's CIFAR setting) and ``edge_alphas`` for edge normalisation."""
+    = K, default 4 as in the paper's CIFAR setting; 2 in its ImageNet search) and ``edge_alphas`` for edge
+    normalisation. ``stem="imagenet"`` gives PC-DARTS' ImageNet search network (:class:`CellSupernet`)."""
 
     def __init__(
         self,
@@ -95,13 +96,14 @@ class PCDartsSupernet(CellSupernet):
         multiplier: int = 4,
         stem_multiplier: int = 3,
         partial_k: int = 4,
+        stem: str = "cifar",
     ):
         if isinstance(partial_k, bool) or not isinstance(partial_k, int) or partial_k < 1:
             raise SearchSpaceError(f"partial_k must be a positive int, got {partial_k!r}")
         if isinstance(C, int) and C % partial_k:
             raise SearchSpaceError(f"C={C} is not divisible by partial_k={partial_k}")
         make_edge = partial(PartialMixedOp, k=partial_k)
-        super().__init__(make_edge, C, layers, num_classes, in_channels, steps, multiplier, stem_multiplier)
+        super().__init__(make_edge, C, layers, num_classes, in_channels, steps, multiplier, stem_multiplier, stem)
         self.partial_k = partial_k
         self.edge_alphas = nn.ParameterDict(
             {cell: nn.Parameter(1e-3 * torch.randn(self.num_edges)) for cell in CELL_TYPES}

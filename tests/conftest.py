@@ -94,7 +94,7 @@ def make_report(epoch, seed, genotypes, scores, *, space="nb201", betas=None, **
 
 def tiny_spec(tmp_path, name, seeds="3", tracking_uri=None, **extra):
     """A launch spec of the demo preset shrunk to seconds (``tiny_overrides``), stored under ``tmp_path``."""
-    from ostr_ray.orchestration.launch import build_spec
+    from ostr_ray.orchestration.spec import LaunchOptions, build_spec
 
     options = dict(
         cpus_per_trial=1,
@@ -108,12 +108,13 @@ def tiny_spec(tmp_path, name, seeds="3", tracking_uri=None, **extra):
     )
     options.update({k: extra.pop(k) for k in list(extra) if k in options})
     return build_spec(
-        preset="demo",
-        spaces=None,
-        seeds=seeds,
-        storage=str(tmp_path),
-        name=name,
-        overrides=tiny_overrides(**extra),
-        tracking_uri=tracking_uri,
-        **options,
+        LaunchOptions(
+            preset="demo",
+            seeds=seeds,
+            storage=str(tmp_path),
+            name=name,
+            overrides=tiny_overrides(**extra),
+            tracking_uri=tracking_uri,
+            **options,
+        )
     )

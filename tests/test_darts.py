@@ -383,6 +383,127 @@ def test_search_network_size():
     assert sum(p.numel() for p in net.weight_parameters()) == 1_930_618  # DARTS' search log: 1.93MB
 
 
+# ---------------------------------------------------------------------- search-network sizes, by hand
+# Derived from the reference design (quark0/darts model_search.py; PC-DARTS model_search.py and, for the ImageNet
+# stem, model_search_imagenet.py), not from this code. Cell BNs have no affine parameters, the stem BNs do (2 per
+# channel). One mixed edge on c channels ('none' skipped, pools add nothing):
+#   sep_conv_3x3 2 * (9c + c^2) + sep_conv_5x5 2 * (25c + c^2) + dil_conv_3x3 (9c + c^2) + dil_conv_5x5 (25c + c^2)
+#   = 102c + 6c^2, and a stride-2 edge adds skip_connect's FactorizedReduce, c^2.
+# A cell has 14 edges, 8 of them stride 2 in a reduction cell; PC-DARTS runs its ops on c = C / K channels.
+# Preprocessing is (C_pp + C_p) * C: a 1x1 ReLUConvBN and a FactorizedReduce (two 1x1 convs to C/2) weigh the
+# same, so cell 0 seeing a reduced state (ImageNet stem) changes shapes, not the count.
+def hand_cell(C: int, reduce: bool, k: int = 1) -> int:
+    c = C // k
+    return 14 * (102 * c + 6 * c * c) + (8 * c * c if reduce else 0)
+
+
+def hand_stem(C_stem: int, stem: str) -> int:
+    if stem == "cifar":  # conv3x3 3 -> C_stem, BN
+        return 3 * C_stem * 9 + 2 * C_stem
+    half = C_stem // 2  # conv3x3/2 3 -> C_stem/2, BN; conv3x3/2 -> C_stem, BN; conv3x3/2 C_stem -> C_stem, BN
+    return 3 * half * 9 + 2 * half + half * C_stem * 9 + 2 * C_stem + C_stem * C_stem * 9 + 2 * C_stem
+
+
+def hand_preset_size(stem: str, classes: int, k: int = 1) -> int:
+    """8 cells, C=16 (stem 48), reductions at 8 // 3 = 2 and 16 // 3 = 5, head 256 -> classes."""
+    cells = [(16, False), (16, False), (32, True), (32, False), (32, False), (64, True), (64, False), (64, False)]
+    preprocess = [(48 + 48) * 16, (48 + 64) * 16, (64 + 64) * 32, (64 + 128) * 32]
+    preprocess += [(128 + 128) * 32, (128 + 128) * 64, (128 + 256) * 64, (256 + 256) * 64]
+    return hand_stem(48, stem) + sum(hand_cell(C, r, k) for C, r in cells) + sum(preprocess) + 256 * classes + classes
+
+
+def hand_small_size(stem: str, classes: int, k: int = 1) -> int:
+    """3 cells, C=8 (stem 24), reductions at 1 and 2, head 128 -> classes."""
+    cells = [(8, False), (16, True), (32, True)]
+    preprocess = [(24 + 24) * 8, (24 + 32) * 16, (32 + 64) * 32]
+    return hand_stem(24, stem) + sum(hand_cell(C, r, k) for C, r in cells) + sum(preprocess) + 128 * classes + classes
+
+
+def weight_count(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.weight_parameters())
+
+
+def test_search_network_sizes_match_the_hand_derivation():
+    # stems: CIFAR 1,296 + 96 = 1,392; ImageNet 648 + 48 + 10,368 + 96 + 20,736 + 96 = 31,992
+    assert hand_stem(48, "cifar") == 1_392 and hand_stem(48, "imagenet") == 31_992
+    assert hand_preset_size("cifar", 10) == 1_930_618  # DARTS' own search log: "param size = 1.93MB"
+    assert weight_count(DartsSupernet()) == hand_preset_size("cifar", 10)
+    # ImageNet search network: 31,992 stem + 1,926,656 cells + 257,000 head
+    assert hand_preset_size("imagenet", 1000) == 31_992 + 1_926_656 + 257_000 == 2_215_648
+    assert weight_count(DartsSupernet(num_classes=1000, stem="imagenet")) == 2_215_648
+    for stem in ("cifar", "imagenet"):
+        assert weight_count(DartsSupernet(C=8, layers=3, num_classes=7, stem=stem)) == hand_small_size(stem, 7)
+
+
+def test_darts_imagenet_preset_builds_the_hand_derived_network():
+    """The preset's exact network through the registry (no forward)."""
+    from ostr_ray.core.config import load_preset
+
+    values = load_preset("darts-imagenet")
+    assert values["space_kwargs"] == {"C": 16, "layers": 8, "stem": "imagenet"}
+    net = get_space(values["space"]).build_supernet(num_classes=1000, **values["space_kwargs"])
+    assert weight_count(net) == hand_preset_size("imagenet", 1000) == 2_215_648
+
+
+def _shapes(net: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Output shape of the stem(s) and every cell of one forward."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    named = [(n, m) for n, m in net.named_children() if n.startswith("stem")]
+    named += [(f"cell{i}", cell) for i, cell in enumerate(net.cells)]
+
+    def record(name: str):
+        def hook(_module: nn.Module, _inputs: tuple, out: torch.Tensor) -> None:
+            shapes[name] = tuple(out.shape)
+
+        return hook
+
+    hooks = [module.register_forward_hook(record(name)) for name, module in named]
+    try:
+        shapes["logits"] = tuple(net(x).shape)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
+def test_stems_shapes_and_first_cell_inputs():
+    from searchspaces.darts_ops import FactorizedReduce, ReLUConvBN
+
+    torch.manual_seed(0)
+    cifar = DartsSupernet(C=8, layers=3, num_classes=5)
+    assert _shapes(cifar, tiny_input(32)) == {
+        "stem": (2, 24, 32, 32),
+        "cell0": (2, 32, 32, 32),
+        "cell1": (2, 64, 16, 16),
+        "cell2": (2, 128, 8, 8),
+        "logits": (2, 5),
+    }
+    assert isinstance(cifar.cells[0].preprocess0, ReLUConvBN)
+    imagenet = DartsSupernet(C=8, layers=3, num_classes=5, stem="imagenet")
+    # 224 -> 112 -> 56 (stem0) -> 28 (stem1); cell 0 aligns stem0's 56x56 output with a FactorizedReduce
+    assert _shapes(imagenet, tiny_input(224)) == {
+        "stem0": (2, 24, 56, 56),
+        "stem1": (2, 24, 28, 28),
+        "cell0": (2, 32, 28, 28),
+        "cell1": (2, 64, 14, 14),
+        "cell2": (2, 128, 7, 7),
+        "logits": (2, 5),
+    }
+    assert isinstance(imagenet.cells[0].preprocess0, FactorizedReduce)
+    assert [cell.reduction for cell in imagenet.cells] == [False, True, True]
+    with pytest.raises(SearchSpaceError, match="stem must be one of cifar, imagenet, got 'mnist'"):
+        DartsSupernet(C=8, layers=3, stem="mnist")
+
+
+def test_imagenet_supernet_forward_backward_at_224():
+    torch.manual_seed(0)
+    net = DartsSupernet(C=8, layers=3, num_classes=1000, stem="imagenet").train()
+    nn.functional.cross_entropy(net(tiny_input(224)), torch.tensor([3, 999])).backward()
+    assert not [n for n, p in net.named_parameters() if p.grad is None]
+    assert all(alpha.grad.abs().sum() > 0 for alpha in net.alphas.values())
+    assert all(p.grad.abs().sum() > 0 for p in [*net.stem0.parameters(), *net.stem1.parameters()])
+
+
 # ------------------------------------------------------------------------------------------ eval nets
 def test_published_parameter_counts():
     cifar = NetworkCIFAR(DARTS_V2, C=36, layers=20, num_classes=10, auxiliary=True)

@@ -14,21 +14,30 @@ import pytest
 
 from ostr_ray.core.config import build_config
 from ostr_ray.core.search import Searcher
-from ostr_ray.orchestration.launch import LaunchError, load_report, load_snapshot, parse_seeds, run_launch
+from ostr_ray.experiment import LaunchDir
+from ostr_ray.orchestration.run import run_launch
+from ostr_ray.orchestration.spec import LaunchError, parse_seeds
 from tests.conftest import REPO, tiny_overrides, tiny_spec
 
 
 def test_three_seed_launch_end_to_end_matches_in_process_search(tmp_path, local_ray):
     spec = tiny_spec(tmp_path, "e2e", seeds="3")
     report = run_launch(spec)
-    variant = report["variants"]["demo"]
-    assert sorted(variant["seeds"]) == ["0", "1", "2"]
-    assert all(s["status"] == "finished" and s["last_epoch"] == 3 for s in variant["seeds"].values())
-    assert [h[0] for h in variant["history"]] == [1, 2, 3]
-    assert variant["consensus_genotype"].startswith("|")
-    assert 0 < variant["agreement"] <= 1
-    assert report["search_cost_trial_hours"] > 0
-    assert load_report(str(tmp_path / "e2e")) == json.loads(json.dumps(report))
+    variant = report.variants["demo"]
+    assert sorted(variant.seeds) == [0, 1, 2]
+    assert all(s.status == "finished" and s.last_epoch == 3 for s in variant.seeds.values())
+    assert [h[0] for h in variant.history] == [1, 2, 3]
+    assert variant.consensus_genotype.startswith("|")
+    assert 0 < variant.agreement <= 1
+    assert report.search_cost_trial_hours > 0
+    assert LaunchDir(tmp_path / "e2e").read_report().to_json() == json.loads(json.dumps(report.to_json()))
+    # every trial wrote the same search record `ostr-ray search` writes
+    record = LaunchDir(tmp_path / "e2e").read_report()
+    from ostr_ray.experiment import SearchDir
+
+    trial_record = SearchDir(tmp_path / "e2e" / "demo-seed1").read_record()
+    assert trial_record.result.final_genotypes == record.variants["demo"].seeds[1].genotypes
+    assert trial_record.config["seed"] == 1 and len(trial_record.result.history) == 3
     from typer.testing import CliRunner
 
     from ostr_ray.cli import app
@@ -37,10 +46,10 @@ def test_three_seed_launch_end_to_end_matches_in_process_search(tmp_path, local_
     assert status.exit_code == 0, status.output
     shown = json.loads(status.output)
     assert {s["last_epoch"] for s in shown["variants"]["demo"]["seeds"].values()} == {3}
-    assert (shown["state"], shown["stop_reason"]) == ("finished", report["stop_reason"])
+    assert (shown["state"], shown["stop_reason"]) == ("finished", report.stop_reason)
     # a trial runs exactly the in-process search of the same seed
     alone = Searcher(build_config("demo", tiny_overrides(seed=1, threads=1))).run()
-    assert variant["seeds"]["1"]["genotypes"] == alone.final_genotypes
+    assert variant.seeds[1].genotypes == alone.final_genotypes
 
 
 def test_seed_and_experiment_early_stops(tmp_path, local_ray):
@@ -50,10 +59,10 @@ def test_seed_and_experiment_early_stops(tmp_path, local_ray):
         tmp_path, "stops", seeds="2", epochs=8, a_lr=1e-12, criterion="magnitude", patience=2, agreement=0.5
     )
     report = run_launch(spec)
-    seeds = report["variants"]["demo"]["seeds"]
-    assert all(s["last_epoch"] == 3 for s in seeds.values())
-    assert all("Algorithm 1" in (s["stop_reason"] or "") for s in seeds.values())
-    assert "consensus held 2 epochs" in report["stop_reason"]
+    seeds = report.variants["demo"].seeds
+    assert all(s.last_epoch == 3 for s in seeds.values())
+    assert all("Algorithm 1" in (s.stop_reason or "") for s in seeds.values())
+    assert "consensus held 2 epochs" in report.stop_reason
 
 
 def test_killed_trial_is_retried_from_its_checkpoint_with_the_same_result(tmp_path, local_ray):
@@ -72,11 +81,11 @@ def test_killed_trial_is_retried_from_its_checkpoint_with_the_same_result(tmp_pa
 
     report = run_launch(spec, listeners=[KillSeedOneOnce()])
     assert killed, "the trial was never killed"
-    seeds = report["variants"]["demo"]["seeds"]
-    assert seeds["1"]["status"] == "finished" and seeds["1"]["last_epoch"] == 4
-    assert [h[0] for h in report["variants"]["demo"]["history"]] == [1, 2, 3, 4]
+    seeds = report.variants["demo"].seeds
+    assert seeds[1].status == "finished" and seeds[1].last_epoch == 4
+    assert [h[0] for h in report.variants["demo"].history] == [1, 2, 3, 4]
     alone = Searcher(build_config("demo", tiny_overrides(seed=1, epochs=4, threads=1))).run()
-    assert seeds["1"]["genotypes"] == alone.final_genotypes
+    assert seeds[1].genotypes == alone.final_genotypes
 
 
 def test_a_diverging_seed_fails_alone(tmp_path, local_ray):
@@ -88,9 +97,9 @@ def test_a_diverging_seed_fails_alone(tmp_path, local_ray):
     spec.variants = {"diverging": spec.variants["demo"], "healthy": healthy}
     spec.seeds = [0]
     report = run_launch(spec)
-    failed = report["variants"]["diverging"]["seeds"]["0"]
-    assert failed["status"] == "failed" and "non-finite" in failed["reason"]
-    assert report["variants"]["healthy"]["seeds"]["0"]["status"] == "finished"
+    failed = report.variants["diverging"].seeds[0]
+    assert failed.status == "failed" and "non-finite" in failed.reason
+    assert report.variants["healthy"].seeds[0].status == "finished"
 
 
 def _cli(*args, **kw):
@@ -138,8 +147,8 @@ def test_killed_driver_resumes_without_losing_or_repeating_epochs(tmp_path):
     alone = Searcher(build_config("demo", tiny_overrides(seed=0, epochs=6, patience=0, threads=1))).run()
     assert variant["seeds"]["0"]["genotypes"] == alone.final_genotypes
     # the live snapshot (what `ostr-ray status` shows) is not rolled back by Tune's restored staging copy
-    snapshot_seeds = load_snapshot(str(tmp_path / "resume"))["variants"]["demo"]["seeds"]
-    assert {s["last_epoch"] for s in snapshot_seeds.values()} == {6}
+    snapshot_seeds = LaunchDir(tmp_path / "resume").read_snapshot().variants["demo"].seeds
+    assert {s.last_epoch for s in snapshot_seeds.values()} == {6}
 
 
 @pytest.mark.parametrize(
@@ -181,10 +190,11 @@ def test_bad_launch_input_is_one_line_and_non_zero(tmp_path, args, message):
 
 
 def test_status_of_an_unfinished_launch_says_so_and_how_to_resume(tmp_path):
-    from ostr_ray.orchestration.launch import SNAPSHOT_FILE, launch_status
+    from ostr_ray.experiment.layout import SNAPSHOT
+    from ostr_ray.orchestration.status import launch_status
 
-    (tmp_path / SNAPSHOT_FILE).write_text(json.dumps({"variants": {}, "updated_at": 1000.0}))
+    (tmp_path / SNAPSHOT).write_text(json.dumps({"variants": {}, "updated_at": 1000.0}))
     status = launch_status(str(tmp_path), now=1042.0)
-    assert status["state"] == "unfinished"
-    assert "last update 42 s ago" in status["stop_reason"]
-    assert f"ostr-ray launch --resume {tmp_path}" in status["stop_reason"]
+    assert status.state == "unfinished"
+    assert "last update 42 s ago" in status.stop_reason
+    assert f"ostr-ray launch --resume {tmp_path}" in status.stop_reason

@@ -6,10 +6,12 @@ import pytest
 import torch
 from torch import nn
 
+from ostr_ray.core.config import load_preset
 from searchspaces.base import SearchSpaceError, get_space
 from searchspaces.darts_eval import build_eval_network, count_parameters
 from searchspaces.darts_genotype import PC_DARTS, PRIMITIVES, decode, node_rows, parse_genotype
 from searchspaces.pcdarts import PartialMixedOp, PCDartsSupernet, channel_shuffle, per_node_softmax
+from tests.test_darts import hand_preset_size, hand_small_size, weight_count
 
 
 def tiny_input(size: int = 16, batch: int = 2) -> torch.Tensor:
@@ -42,6 +44,42 @@ def test_published_pc_darts_eval_network_size():
 def test_search_network_size():
     net = PCDartsSupernet()  # paper setting: C=16, 8 cells, K=4
     assert sum(p.numel() for p in net.weight_parameters()) == 299_578  # ~0.3M, 1/K-wide ops
+
+
+def test_search_network_sizes_match_the_hand_derivation():
+    # The DARTS derivation (tests/test_darts.py) with the ops on C/K channels; the bypass max-pool and the
+    # channel shuffle have no parameters, edge alphas are architecture parameters.
+    # CIFAR, K=4: 1,392 stem + 200,128 edges + 95,488 preprocessing + 2,570 head
+    assert hand_preset_size("cifar", 10, k=4) == 1_392 + 200_128 + 95_488 + 2_570 == 299_578
+    # ImageNet, K=2 (PC-DARTS' ImageNet search): 31,992 stem + 572,032 edges + 95,488 preprocessing + 257,000 head
+    assert hand_preset_size("imagenet", 1000, k=2) == 31_992 + 572_032 + 95_488 + 257_000 == 956_512
+    assert weight_count(PCDartsSupernet(num_classes=1000, partial_k=2, stem="imagenet")) == 956_512
+    for stem in ("cifar", "imagenet"):
+        for k in (2, 4):
+            net = PCDartsSupernet(C=8, layers=3, num_classes=7, partial_k=k, stem=stem)
+            assert weight_count(net) == hand_small_size(stem, 7, k)
+
+
+def test_pcdarts_imagenet_preset_builds_the_hand_derived_network():
+    """The preset's exact network through the registry (no forward): PC-DARTS' ImageNet search size."""
+    values = load_preset("pcdarts-imagenet")
+    assert values["space_kwargs"] == {"C": 16, "layers": 8, "partial_k": 2, "stem": "imagenet"}
+    net = get_space(values["space"]).build_supernet(num_classes=1000, **values["space_kwargs"])
+    assert weight_count(net) == hand_preset_size("imagenet", 1000, k=2) == 956_512
+
+
+def test_imagenet_supernet_shapes_and_forward_backward_at_224():
+    torch.manual_seed(0)
+    net = PCDartsSupernet(C=8, layers=3, num_classes=1000, partial_k=2, stem="imagenet").train()
+    x = tiny_input(224)
+    with torch.no_grad():
+        stem0 = net.stem0(x)
+        assert tuple(stem0.shape) == (2, 24, 56, 56) and tuple(net.stem1(stem0).shape) == (2, 24, 28, 28)
+    logits = net(x)
+    assert logits.shape == (2, 1000)
+    nn.functional.cross_entropy(logits, torch.tensor([0, 999])).backward()
+    assert not [n for n, p in net.named_parameters() if p.grad is None]
+    assert all(a.grad.abs().sum() > 0 for a in net.arch_parameters())
 
 
 def test_channel_shuffle_is_a_permutation():

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from ostr_ray import retrain as rt
 from ostr_ray.cli import app
-from ostr_ray.retrain.mlflow_run import _mlflow_client
 from ostr_ray.retrain.worker import _Placement, _Shard
+from ostr_ray.tracking.store import client as _mlflow_client
 from searchspaces import get_space
 from searchspaces.darts_genotype import DARTS_V2
 
@@ -150,18 +150,17 @@ def test_resolve_genotype_from_text_files_and_dirs(tmp_path):
     assert rt.resolve_genotype(str(tmp_path / "genotypes.json"), criterion="magnitude")[1].to_str() == ALL_CONV3
     launch = tmp_path / "launch"
     launch.mkdir()
-    report = {
-        "criterion": "ostr",
-        "launch": {"variants": {"nb201-cifar10": {"space": "nb201"}}},
-        "variants": {
-            "nb201-cifar10": {
-                "consensus_genotype": BEST_NB201,
-                "criterion_consensus": {"magnitude": ALL_NONE},
-                "seeds": {"0": {"genotypes": {"ostr": ALL_CONV3, "magnitude": ALL_NONE}}},
-            }
-        },
-    }
-    (launch / "report.json").write_text(json.dumps(report))
+    from ostr_ray.core.summaries import SeedSummary, VariantSummary
+    from ostr_ray.experiment import LaunchReport, LaunchSpec
+
+    variant = VariantSummary(
+        consensus_genotype=BEST_NB201,
+        criterion_consensus={"magnitude": ALL_NONE},
+        seeds={0: SeedSummary(genotypes={"ostr": ALL_CONV3, "magnitude": ALL_NONE})},
+    )
+    spec = LaunchSpec(variants={"nb201-cifar10": {"space": "nb201"}}, seeds=[0], name="launch", storage=str(tmp_path))
+    report = LaunchReport(criterion="ostr", variants={"nb201-cifar10": variant}, launch=spec)
+    (launch / "report.json").write_text(json.dumps(report.to_json()))
     runs = {"tracking_uri": "sqlite:///x.db", "parent_run_id": "p" * 32, "children": {"nb201-cifar10/0": "c" * 32}}
     (launch / "mlflow_runs.json").write_text(json.dumps(runs))
     _, genotype, source = rt.resolve_genotype(str(launch))
@@ -276,15 +275,17 @@ def test_two_worker_retrain_links_its_search_run_and_resumes(tmp_path, local_ray
 @pytest.mark.slow
 def test_killed_worker_resumes_from_the_last_checkpoint(tmp_path, local_ray):
     spec = rt.prepare_retrain(
-        BEST_NB201,
-        dataset="synthetic",
-        protocol="nb201",
-        epochs=3,
-        overrides=TINY_SET,
-        workers=2,
-        storage=str(tmp_path / "runs"),
-        name="killed",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        rt.RetrainOptions(
+            BEST_NB201,
+            dataset="synthetic",
+            protocol="nb201",
+            epochs=3,
+            overrides=TINY_SET,
+            workers=2,
+            storage=str(tmp_path / "runs"),
+            name="killed",
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        )
     )
     pids = tmp_path / "pids"
     pids.mkdir()

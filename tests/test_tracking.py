@@ -18,17 +18,14 @@ import pytest
 
 from ostr_ray.core.coordinator import TrialKey
 from ostr_ray.core.events import EpochReport
-from ostr_ray.orchestration.launch import resume_launch, run_launch
+from ostr_ray.core.summaries import SeedSummary, VariantSummary
+from ostr_ray.experiment import LaunchReport
+from ostr_ray.experiment.layout import MLFLOW_RUNS as RUNS_FILE
+from ostr_ray.orchestration.run import resume_launch, run_launch
 from ostr_ray.tracking import plots
-from ostr_ray.tracking.recorder import (
-    RUNS_FILE,
-    LaunchRecorder,
-    TrackingError,
-    check_tracking_uri,
-    default_tracking_uri,
-    flatten_spec,
-    resolve_tracking_uri,
-)
+from ostr_ray.tracking.recorder import LaunchRecorder
+from ostr_ray.tracking.schema import flatten_spec
+from ostr_ray.tracking.store import TrackingError, check_tracking_uri, default_tracking_uri, resolve_tracking_uri
 from searchspaces import get_space
 from searchspaces.darts_genotype import DARTS_V2
 from tests.conftest import REPO, tiny_spec
@@ -105,8 +102,8 @@ def test_plots_write_non_empty_pngs(tmp_path, space):
         path = plots.save_png(figure, tmp_path / f"{name}.png")
         data = path.read_bytes()
         assert data.startswith(PNG) and len(data) > 5000, name
-    assert plots.edge_labels("nb201", 6)[0] == "0→1"
-    assert plots.edge_labels("darts", 14)[2] == "$c_{k-2}$→n1"
+    assert get_space("nb201").row_labels()[0] == "1<-0"
+    assert get_space("darts").row_labels()[2] == "n1<-c[k-2]"
 
 
 # ---------------------------------------------------------------------------------------------- URIs
@@ -179,6 +176,7 @@ def _check_run_tree(client, name, seeds, epochs, tmp_path, *, heatmap_epochs=())
     assert _steps(client, parent.info.run_id, "agreement") == list(range(1, epochs + 1))
     report = json.loads(_artifact(client, parent.info.run_id, "report.json", tmp_path).read_text())
     assert report["name"] == name and report["mlflow"]["parent_run_id"] == parent.info.run_id
+    assert report["schema"] == "ostr-ray.launch-report"
     for png in ("plots/agreement_demo.png", "plots/seeds_demo.png"):
         assert _artifact(client, parent.info.run_id, png, tmp_path).read_bytes().startswith(PNG), png
 
@@ -215,9 +213,9 @@ def test_two_seed_launch_run_tree_in_sqlite(tmp_path, local_ray):
     recorder = LaunchRecorder.from_spec(spec, plot_every=2)
     report = run_launch(spec, recorder=recorder)
     assert recorder.errors == []
-    assert report["mlflow"]["tracking_uri"] == f"sqlite:///{tmp_path / 'tree' / 'mlflow.db'}"
+    assert report.mlflow.tracking_uri == f"sqlite:///{tmp_path / 'tree' / 'mlflow.db'}"
     assert {name: (Path.cwd() / name).exists() for name in stray} == stray  # nothing written to the cwd
-    client = MlflowClient(tracking_uri=report["mlflow"]["tracking_uri"])
+    client = MlflowClient(tracking_uri=report.mlflow.tracking_uri)
     parent, children = _check_run_tree(client, "tree", [0, 1], 3, tmp_path, heatmap_epochs=(2,))
     saved = json.loads((tmp_path / "tree" / RUNS_FILE).read_text())
     assert saved["parent_run_id"] == parent.info.run_id
@@ -249,7 +247,7 @@ def test_ctrl_c_kills_the_runs_and_resume_continues_them(tmp_path, local_ray):
     ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     report = resume_launch(str(tmp_path / "interrupt"))
-    assert report["mlflow"]["parent_run_id"] == parent_id
+    assert report.mlflow.parent_run_id == parent_id
     parent, children = _check_run_tree(client, "interrupt", [0, 1], 4, tmp_path)
     assert parent.info.run_id == parent_id and len(children) == 2
 
@@ -295,7 +293,7 @@ def test_launch_recorded_on_a_real_mlflow_server(tmp_path, local_ray):
         _wait_healthy(url, server)
         spec = tiny_spec(tmp_path, "served", seeds="2", tracking_uri=url)
         report = run_launch(spec)
-        assert report["mlflow"]["tracking_uri"] == url
+        assert report.mlflow.tracking_uri == url
         assert not (tmp_path / "served" / "mlflow.db").exists()
 
         def api(path, body=None):
@@ -311,7 +309,7 @@ def test_launch_recorded_on_a_real_mlflow_server(tmp_path, local_ray):
         runs = api("runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
         tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
         assert len(runs) == 3 and {r["info"]["status"] for r in runs} == {"FINISHED"}
-        parent_id = report["mlflow"]["parent_run_id"]
+        parent_id = report.mlflow.parent_run_id
         assert sorted(t.get("ostr.trial", "") for t in tags) == ["", "demo/0", "demo/1"]
         assert sum(t.get("mlflow.parentRunId") == parent_id for t in tags) == 2
         # artifacts went through the server's proxy
@@ -334,7 +332,7 @@ def test_resent_epochs_and_a_restarted_driver_never_duplicate_runs_or_values(tmp
     for epoch in (1, 2):  # seed 1's trial is retried from its checkpoint: its epochs are sent again
         first.on_trial_report(keys[1], fake_report("nb201", 1, epoch))
     parent_id = first.parent_run_id
-    children = dict(first.describe()["trial_run_ids"])
+    children = dict(first.describe().children)
     first._parent_open = False  # the driver dies (SIGKILL): no finish, no abort, runs stay RUNNING
 
     for lookup in ("mapping file", "tags"):
@@ -346,11 +344,11 @@ def test_resent_epochs_and_a_restarted_driver_never_duplicate_runs_or_values(tmp
         for epoch in (1, 2, 3):  # a restored trial re-sends its epochs (backfill), then goes on
             for key in keys:
                 again.on_trial_report(key, fake_report("nb201", key.seed, epoch))
-        assert again.describe()["trial_run_ids"] == children, lookup
+        assert again.describe().children == children, lookup
         if lookup == "tags":
             for key in keys:
                 again.on_trial_finished(key, "finished", "")
-            again.finish({"stop_reason": "every trial ended", "variants": {}})
+            again.finish(LaunchReport(stop_reason="every trial ended"))
         else:
             again._parent_open = False
         assert again.errors == []
@@ -366,12 +364,17 @@ def test_resent_epochs_and_a_restarted_driver_never_duplicate_runs_or_values(tmp
         assert [h["epoch"] for h in history["epochs"]] == [1, 2, 3]
 
 
+def _report_of(statuses: dict[int, str]) -> LaunchReport:
+    seeds = {seed: SeedSummary(status=status) for seed, status in statuses.items()}
+    return LaunchReport(stop_reason="every trial ended", variants={"demo": VariantSummary(seeds=seeds)})
+
+
 def test_a_trial_failing_before_its_first_report_gets_a_failed_child(tmp_path):
     spec = tiny_spec(tmp_path, "early-fail", seeds="1")
     recorder = LaunchRecorder.from_spec(spec)
     recorder.start(spec)
     recorder.on_trial_finished(TrialKey("demo", 0), "failed", "data set missing")
-    recorder.finish({"stop_reason": "every trial ended", "variants": {"demo": {"seeds": {"0": {"status": "failed"}}}}})
+    recorder.finish(_report_of({0: "failed"}))
     client = MlflowClient(tracking_uri=recorder.tracking_uri)
     parent, children = _runs(client, "early-fail")
     assert parent.info.status == "FINISHED"
@@ -385,9 +388,7 @@ def test_ui_command_serves_the_launch_record_and_stops_cleanly(tmp_path):
     recorder.start(spec)
     for epoch in (1, 2):
         recorder.on_trial_report(TrialKey("demo", 0), fake_report("nb201", 0, epoch))
-    recorder.finish(
-        {"stop_reason": "every trial ended", "variants": {"demo": {"seeds": {"0": {"status": "finished"}}}}}
-    )
+    recorder.finish(_report_of({0: "finished"}))
     port = _free_port()
     ui = subprocess.Popen(
         [sys.executable, "-m", "ostr_ray.cli", "ui", str(tmp_path / "look"), "--port", str(port)],

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ostr_ray.console.progress import short_genotype
+from ostr_ray.console.format import short_genotype
 from ostr_ray.core.coordinator import TrialKey
 from ostr_ray.core.events import EpochReport
 
@@ -75,17 +75,18 @@ class LaunchView:
                 str(key.seed),
                 f"{report.epoch}/{report.epochs}",
                 f"{100 * report.val_acc:.1f}%",
-                short_genotype(report.genotypes.get(self.criterion, "(warm-up)"), 64),
+                short_genotype(report.genotypes.get(self.criterion, "(warm-up)"), 64, space=report.space),
                 str(report.stable_for.get(self.criterion, 0)),
                 f"{report.images_per_s:,.0f}",
                 _eta(report),
             )
-        lines = [Text.from_markup(self._consensus_text(s)) for _, s in sorted(self.consensus.items())]
+        lines = [self._consensus_text(s) for _, s in sorted(self.consensus.items())]
         return Group(table, *lines)
 
-    def _consensus_text(self, stats: Any) -> str:
-        return (
-            f"[bold]{stats.variant}[/] epoch {stats.epoch}: consensus "
-            f"{short_genotype(stats.consensus_genotype or '(warm-up)', 70)}  agreement {stats.agreement:.2f}  "
-            f"stable {stats.consensus_stable_for}"
+    def _consensus_text(self, stats: Any) -> Text:
+        consensus = short_genotype(stats.consensus_genotype or "(warm-up)", 70, space=stats.space)
+        return Text.assemble(
+            (stats.variant, "bold"),
+            f" epoch {stats.epoch}: consensus {consensus}  agreement {stats.agreement:.2f}  "
+            f"stable {stats.consensus_stable_for}",
         )

@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ostr_ray.console.format import first_metric, short_genotype
+from ostr_ray.core.criteria import baseline_criteria
 from ostr_ray.core.events import EpochReport, SearchResult
-
-SHOWN_CRITERIA = ("magnitude", "ostr")
-
-
-def short_genotype(text: str, limit: int = 60) -> str:
-    """NB201 strings lose their pipes' noise; long DARTS forms are elided in the middle."""
-    text = text.replace("nor_conv_", "c").replace("skip_connect", "skip").replace("avg_pool_3x3", "avg")
-    text = text.replace("sep_conv_", "sep").replace("dil_conv_", "dil").replace("max_pool_3x3", "max")
-    return text if len(text) <= limit else text[: limit // 2 - 1] + "…" + text[-limit // 2 :]
 
 
 def epoch_line(report: EpochReport, criterion: str) -> str:
+    """One epoch as rich markup: losses, throughput, and the baseline and watched criteria's genotypes."""
     parts = [
         f"[bold]epoch {report.epoch:>3}/{report.epochs}[/]",
         f"train {report.train_loss:.3f}/{100 * report.train_acc:.1f}%",
         f"val {report.val_loss:.3f}/{100 * report.val_acc:.1f}%",
         f"{report.images_per_s:,.0f} img/s",
     ]
-    for crit in dict.fromkeys((*SHOWN_CRITERIA, criterion)):
+    for crit in dict.fromkeys((*baseline_criteria(), criterion)):
         if crit in report.genotypes:
-            truth = report.ground_truth.get(crit)
-            acc = f" [green]{next(iter(truth.values())):.2f}[/]" if truth else ""
-            parts.append(f"{crit}={short_genotype(report.genotypes[crit])}{acc} (stable {report.stable_for[crit]})")
+            truth = first_metric(report.ground_truth.get(crit))
+            acc = f" [green]{truth:.2f}[/]" if truth is not None else ""
+            genotype = escape(short_genotype(report.genotypes[crit], space=report.space))
+            parts.append(f"{escape(crit)}={genotype}{acc} (stable {report.stable_for[crit]})")
     return "  ".join(parts)
 
 

@@ -1,65 +1,92 @@
-"""The launch's closing summary as a rich table (also what ``ostr-ray report`` and ``status`` print)."""
+"""A launch's summary as rich tables: what ``launch`` prints at its end and ``report`` / ``status`` show."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ostr_ray.console.progress import short_genotype
+from ostr_ray.console.format import first_metric, short_genotype
+from ostr_ray.core.criteria import criterion_label, list_criteria
+from ostr_ray.core.summaries import LaunchSummary, VariantSummary
 
-SHOWN_CRITERIA = ("magnitude", "ostr", "ostr_star", "naive")
 
-
-def _with_truth(genotype: str | None, truth: dict[str, float] | None) -> str:
+def _with_truth(genotype: str | None, truth: dict[str, float] | None, space: str | None) -> Text:
     if not genotype:
-        return "-"
-    text = short_genotype(genotype, limit=200)
-    if truth:
-        return f"{text}  [green]{next(iter(truth.values())):.2f}[/]"
+        return Text("-")
+    text = Text(short_genotype(genotype, limit=200, space=space))
+    value = first_metric(truth)
+    if value is not None:
+        text.append(f"  {value:.2f}", style="green")
     return text
 
 
-def variant_table(variant: str, data: dict[str, Any], truth: dict[str, Any]) -> Table:
-    table = Table(title=f"{variant}", show_lines=True)
+def shown_criteria(data: VariantSummary) -> list[str]:
+    """Every criterion some seed has a genotype of: registered ones in registry order, then any others."""
+    present = {c for s in data.seeds.values() for c in s.genotypes}
+    return [c for c in list_criteria() if c in present] + sorted(present - set(list_criteria()))
+
+
+def variant_table(variant: str, data: VariantSummary, truth: dict[str, Any]) -> Table:
+    table = Table(title=escape(variant), show_lines=True)
     table.add_column("seed", justify="right")
     table.add_column("status")
     table.add_column("epochs", justify="right")
-    criteria = [c for c in SHOWN_CRITERIA if any(c in s.get("genotypes", {}) for s in data["seeds"].values())]
+    criteria = shown_criteria(data)
     for crit in criteria:
-        table.add_column(crit, overflow="fold")
-    for seed, seed_data in sorted(data["seeds"].items(), key=lambda kv: int(kv[0])):
-        genotypes = seed_data.get("genotypes", {})
-        seed_truth = truth.get("seeds", {}).get(seed, {})
-        status = seed_data["status"] + (f": {seed_data['reason']}" if seed_data.get("reason") else "")
+        table.add_column(escape(criterion_label(crit)), overflow="fold")
+    for seed, seed_data in sorted(data.seeds.items()):
+        seed_truth = (truth.get("seeds") or {}).get(str(seed), {})
+        status = seed_data.status + (f": {seed_data.reason}" if seed_data.reason else "")
         table.add_row(
-            seed,
-            status,
-            str(seed_data.get("last_epoch", 0)),
-            *[_with_truth(genotypes.get(c), seed_truth.get(c)) for c in criteria],
+            str(seed),
+            Text(status),
+            str(seed_data.last_epoch),
+            *[_with_truth(seed_data.genotypes.get(c), seed_truth.get(c), data.space) for c in criteria],
         )
     return table
 
 
-def launch_summary_table(report: dict[str, Any]) -> Group:
+def _consensus_text(summary: LaunchSummary, data: VariantSummary, truth: dict[str, Any]) -> Text:
+    criterion = data.criterion or summary.criterion
+    text = Text.assemble(("consensus", "bold"), f" ({criterion_label(criterion)}): ")
+    text.append_text(_with_truth(data.consensus_genotype, truth.get("consensus"), data.space))
+    tau = data.mean_kendall_tau
+    text.append(
+        f"\nagreement {data.agreement or 0:.2f}, stable for {data.consensus_stable_for} epochs, "
+        f"mean Kendall tau {'-' if tau is None else f'{tau:.2f}'}"
+    )
+    return text
+
+
+def launch_summary_table(
+    summary: LaunchSummary,
+    *,
+    stop_reason: str | None = None,
+    ground_truth: dict[str, Any] | None = None,
+    trial_hours: float | None = None,
+) -> Group:
     """One table per variant (seeds x criteria, NB201 ground truth in green) and the consensus lines."""
     parts: list[Any] = []
-    for variant, data in report.get("variants", {}).items():
-        truth = report.get("ground_truth", {}).get(variant, {})
+    for variant, data in summary.variants.items():
+        truth = (ground_truth or {}).get(variant, {})
         parts.append(variant_table(variant, data, truth))
-        consensus = _with_truth(data.get("consensus_genotype"), truth.get("consensus"))
-        tau = data.get("mean_kendall_tau")
-        parts.append(
-            Text.from_markup(
-                f"[bold]consensus[/] ({report.get('criterion', 'ostr')}): {consensus}\n"
-                f"agreement {data.get('agreement') or 0:.2f}, stable for {data.get('consensus_stable_for', 0)} epochs, "
-                f"mean Kendall tau {'-' if tau is None else f'{tau:.2f}'}"
-            )
-        )
-    footer = f"stop: {report.get('stop_reason', '-')}"
-    if "search_cost_trial_hours" in report:
-        footer += f"   search cost: {report['search_cost_trial_hours']:.3f} trial-hours"
+        parts.append(_consensus_text(summary, data, truth))
+    footer = f"stop: {stop_reason or '-'}"
+    if trial_hours is not None:
+        footer += f"   search cost: {trial_hours:.3f} trial-hours"
     parts.append(Text(footer))
     return Group(*parts)
+
+
+def report_table(report: Any) -> Group:
+    """:func:`launch_summary_table` of a :class:`~ostr_ray.experiment.LaunchReport`."""
+    return launch_summary_table(
+        report,
+        stop_reason=report.stop_reason,
+        ground_truth=report.ground_truth,
+        trial_hours=report.search_cost_trial_hours,
+    )

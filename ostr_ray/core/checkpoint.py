@@ -7,7 +7,6 @@ state (the data order itself is a pure function of seed and epoch, so no loader 
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from ostr_ray.core.events import EpochReport
+from ostr_ray.fileio import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -28,10 +28,7 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Atomic: a crash while writing never leaves a torn checkpoint behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -8,7 +8,9 @@ input costs nothing and fails with one line naming the bad value.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import inspect
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,11 +19,13 @@ from typing import Any
 
 import yaml
 
-from searchspaces import SearchSpaceError, get_space
+from ostr_ray.data import DATASETS, DataError, check_data_path, get_source
+from searchspaces import SearchSpace, SearchSpaceError, get_space
+from searchspaces.nb201_genotype import NB201_NONE_MODES
 
-DATASETS = ("cifar10", "cifar100", "imagefolder", "digits", "synthetic")
 ORDERS = ("first", "second", "single")
 AMP_MODES = ("auto", "off", "bf16")
+AUGMENTS = ("pad_crop", "random_resized_crop")
 
 
 class ConfigError(ValueError):
@@ -50,6 +54,18 @@ class SearchConfig:
     crop_padding: int = 4
     horizontal_flip: bool = True
     cutout: int = 0
+    augment: str = "pad_crop"
+    """Crop of both streams: ``pad_crop`` (DARTS/NB201: random crop_padding-padded crop, native size) or
+    ``random_resized_crop`` (PC-DARTS ImageNet: torchvision's RandomResizedCrop to image_size); flip and
+    cutout per their own settings."""
+    data_path: str = "auto"
+    """How images reach the search: ``memory`` decodes the searched images once into RAM and augments whole
+    batches on the device (fastest; NB201, CIFAR); ``stream`` decodes JPEGs per batch in DataLoader workers, so
+    RAM holds only the batches in flight (ImageNet-scale trees); ``auto`` streams class-folder trees at
+    image_size >= 128 or whose decoded subset would pass the memory budget (ostr_ray/core/search_data.py)."""
+    loader_workers: int | None = None
+    """DataLoader worker processes per stream on the streamed path (None = from the CPUs, 0 = decode in the
+    search's own process); the batches do not depend on it."""
     # schedule
     epochs: int = 50
     batch_size: int = 64
@@ -62,10 +78,15 @@ class SearchConfig:
     w_momentum: float = 0.9
     w_weight_decay: float = 3e-4
     grad_clip: float = 5.0
+    w_lr_warmup_epochs: int = 0
+    """Linear warm-up: epoch e < W trains at w_lr * (e + 1) / W, then the cosine schedule (PC-DARTS ImageNet: 5)."""
     # architecture optimiser (Adam)
     a_lr: float = 3e-4
     a_betas: tuple[float, float] = (0.5, 0.999)
     a_weight_decay: float = 1e-3
+    a_grad_clip: float = 0.0
+    """Max norm of the architecture gradient before the Adam step; 0 = off (PC-DARTS ImageNet: 5). Strength is
+    read before clipping."""
     # selection and Algorithm 1
     criterion: str = "ostr"
     patience: int = 0
@@ -73,6 +94,9 @@ class SearchConfig:
     min_epochs: int = 0
     tie_se: float = 0.0
     """An edge whose two leading ops are within tie_se standard errors does not count as a change (0 = off)."""
+    nb201_none: str = "exclude"
+    """NB201 decoder: ``exclude`` never selects 'none' (the authors' code), ``include`` lets it win the argmax
+    (xautodl's DARTS baseline). Passed to decoders that take it (:func:`with_decoder_settings`)."""
     # run
     seed: int = 0
     amp: str = "auto"
@@ -88,8 +112,14 @@ class SearchConfig:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> str:
-        """Hash of the settings that shape the search: a checkpoint only resumes into the same one."""
-        shaping = {k: v for k, v in self.to_dict().items() if k not in _NON_SHAPING}
+        """Hash of the settings that shape the search: a checkpoint only resumes into the same one. Settings
+        added after checkpoints were first written count only when set off their default, so those
+        checkpoints keep resuming."""
+        shaping = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in _NON_SHAPING and not (k in _ADDED_SETTINGS and v == _ADDED_SETTINGS[k])
+        }
         return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -101,12 +131,17 @@ _NON_SHAPING = {
     "patience",
     "min_epochs",
     "tie_se",
+    "nb201_none",
     "device",
     "threads",
+    "loader_workers",
     "nb201_table",
     "description",
     "criterion",
 }
+
+# Shaping settings added after release 0.1, with the default that reproduces the search before them.
+_ADDED_SETTINGS = {"augment": "pad_crop", "w_lr_warmup_epochs": 0, "a_grad_clip": 0.0, "data_path": "auto"}
 
 _FIELDS = {f.name: f for f in dataclasses.fields(SearchConfig)}
 PRESET_PACKAGE = "launch"
@@ -183,6 +218,22 @@ def config_from_dict(values: dict[str, Any]) -> SearchConfig:
     return config
 
 
+def decoder_settings(space: SearchSpace) -> list[str]:
+    """The settings ``space``'s decoder takes: its keyword-only parameters named like a SearchConfig field."""
+    params = inspect.signature(space.decode).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name in _FIELDS]
+
+
+def with_decoder_settings(space: SearchSpace, config: SearchConfig) -> SearchSpace:
+    """``space`` with its decoder bound to the settings it takes (NB201's ``nb201_none``). A space opts into a
+    setting through its decoder's signature, so the search loop never names a space; a decoder that takes
+    none of them is left as it is."""
+    settings = {name: getattr(config, name) for name in decoder_settings(space)}
+    if not settings:
+        return space
+    return dataclasses.replace(space, decode=functools.partial(space.decode, **settings))
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -209,11 +260,21 @@ def validate(config: SearchConfig) -> None:
     )
     for name in ("epochs", "batch_size"):
         _require(int(getattr(config, name)) >= 1, f"{name} must be >= 1, got {getattr(config, name)!r}")
-    for name in ("patience", "min_epochs", "arch_start_epoch", "crop_padding", "cutout"):
+    for name in ("patience", "min_epochs", "arch_start_epoch", "crop_padding", "cutout", "w_lr_warmup_epochs"):
         _require(int(getattr(config, name)) >= 0, f"{name} must be >= 0, got {getattr(config, name)!r}")
     for name in ("w_lr", "a_lr"):
         _require(float(getattr(config, name)) > 0, f"{name} must be > 0, got {getattr(config, name)!r}")
     _require(config.tie_se >= 0, f"tie_se must be >= 0, got {config.tie_se!r}")
+    _require(
+        config.nb201_none in NB201_NONE_MODES,
+        f"nb201_none must be one of {', '.join(NB201_NONE_MODES)}, got {config.nb201_none!r}",
+    )
+    _require(
+        config.nb201_none == "exclude" or "nb201_none" in decoder_settings(space),
+        f"nb201_none applies to spaces with NAS-Bench-201 cells (nb201), not {config.space!r}",
+    )
+    _require(config.a_grad_clip >= 0, f"a_grad_clip must be >= 0 (0 = off), got {config.a_grad_clip!r}")
+    _require(config.augment in AUGMENTS, f"unknown augment {config.augment!r}; choose from {', '.join(AUGMENTS)}")
     _require(config.seed >= 0, f"seed must be >= 0, got {config.seed!r}")
     _require(
         config.arch_start_epoch < config.epochs,
@@ -230,7 +291,11 @@ def validate(config: SearchConfig) -> None:
             space.benchmark == "nb201",
             f"nb201_table applies to spaces with NAS-Bench-201 cells (nb201), not {config.space!r}",
         )
-    if config.dataset == "imagefolder":
-        _require(bool(config.data_dir), "dataset 'imagefolder' needs --data-dir pointing at a class-folder tree")
+    if get_source(config.dataset).needs_data_dir:
+        _require(bool(config.data_dir), f"dataset {config.dataset!r} needs --data-dir pointing at a class-folder tree")
+    try:
+        check_data_path(config.dataset, config.data_path, config.image_size, config.loader_workers)
+    except DataError as err:
+        raise ConfigError(str(err)) from None
     if config.threads is not None:
         _require(config.threads >= 1, f"threads must be >= 1, got {config.threads!r}")

@@ -1,11 +1,11 @@
-"""Cross-seed statistics of a multi-seed search: agreement, vote shares, strength spread, rank correlation,
-a consensus genotype, and the experiment-level stop rule.
+"""The multi-seed coordinator: collects every trial's epoch reports and turns each completed epoch of a
+variant into :class:`~ostr_ray.core.consensus.EpochStats`; the experiment-level stop rule.
 
 This is the pure core that a Ray Tune ``Callback`` (feeding :meth:`Coordinator.update` /
 :meth:`Coordinator.mark_finished`, persisting :meth:`Coordinator.state_dict`) and a ``Stopper`` (asking
 :meth:`Coordinator.seed_should_stop` / :meth:`Coordinator.experiment_should_stop`) wrap. It imports neither
-Ray nor MLflow so it can be tested with hand-made :class:`~ostr_ray.events.EpochReport` records and reused by
-any other scheduler.
+Ray nor MLflow so it can be tested with hand-made :class:`~ostr_ray.core.events.EpochReport` records and reused
+by any other scheduler.
 
 Trials are keyed by ``(variant, seed)``; variants (e.g. ``"nb201-cifar10"``) are independent groups and every
 statistic is per variant. Trials run asynchronously, so epoch ``k`` of a variant is summarised only once
@@ -17,22 +17,19 @@ re-reported (retried) epochs from being counted twice and makes the stability co
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
-from itertools import combinations
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
-import numpy as np
-import torch
+from ostr_ray.core.consensus import EpochStats, compute_epoch_stats
+from ostr_ray.core.criteria import get_criterion
+from ostr_ray.core.events import EpochReport
+from ostr_ray.core.summaries import LaunchSummary, SeedSummary, TrialStatus, VariantSummary
 
-from ostr_ray.core.criteria import ArchState, get_criterion, list_criteria
-from ostr_ray.core.events import EpochReport, Matrix
-from searchspaces import SearchSpace, get_space
-
-TrialStatus = Literal["running", "finished", "stopped", "failed"]
 _DONE_STATUSES = ("finished", "stopped", "failed")
 _STATE_VERSION = 1
+
+__all__ = ["Coordinator", "EpochStats", "TrialKey", "TrialStatus"]
 
 
 class TrialKey(NamedTuple):
@@ -40,279 +37,6 @@ class TrialKey(NamedTuple):
 
     variant: str
     seed: int
-
-
-# ------------------------------------------------------------------------------------------- statistics
-
-
-@cache
-def _space(name: str) -> SearchSpace:
-    """Spaces are immutable records; building one per report would be wasted work."""
-    return get_space(name)
-
-
-@lru_cache(maxsize=4096)
-def _edge_choices(space_name: str, text: str) -> dict[str, dict[int, int]]:
-    """Parsed once per distinct genotype string: the same few strings recur every epoch for every seed."""
-    return _space(space_name).parse_genotype(text).edge_choices()
-
-
-def _tensors(matrix: Matrix) -> dict[str, torch.Tensor]:
-    return {cell: torch.from_numpy(np.array(value, dtype=np.float64)) for cell, value in matrix.items()}
-
-
-def arch_state(report: EpochReport) -> ArchState:
-    """The :class:`ArchState` a criterion saw when the report was made, rebuilt from the report's arrays."""
-    return ArchState(
-        alphas=_tensors(report.alphas),
-        betas=_tensors(report.betas),
-        mean={name: _tensors(cells) for name, cells in report.scores.items()},
-        stderr={name: _tensors(cells) for name, cells in report.stderr.items()},
-        edge_weights=_tensors(getattr(report, "edge_weights", {}) or {}),
-    )
-
-
-def normalise_rows(matrix: np.ndarray) -> np.ndarray:
-    """Each edge row rescaled to sum to 1, so seeds whose strengths differ in scale compare on shares.
-
-    Non-finite entries count as 0; a row with negative entries is shifted to start at 0 (all built-in
-    criteria are non-negative, this only keeps a custom criterion from producing negative shares); an
-    all-zero row (e.g. before the architecture steps start) becomes uniform rather than NaN.
-    """
-    values = np.asarray(matrix, dtype=np.float64)
-    values = np.where(np.isfinite(values), values, 0.0)
-    values = values - np.minimum(values.min(axis=-1, keepdims=True), 0.0)
-    totals = values.sum(axis=-1, keepdims=True)
-    out = np.full_like(values, 1.0 / values.shape[-1])
-    np.divide(values, totals, out=out, where=totals > 0)
-    return out
-
-
-def normalised_strength(report: EpochReport, criterion: str, cells: tuple[str, ...]) -> Matrix:
-    """The scores ``criterion`` ranks by (so ``magnitude`` uses betas), row-normalised per cell type."""
-    try:
-        selection = get_criterion(criterion)(arch_state(report))
-        scores = {cell: torch.as_tensor(selection.scores[cell]).double().numpy() for cell in cells}
-    except KeyError as err:
-        raise ValueError(
-            f"seed {report.seed} epoch {report.epoch}: criterion {criterion!r} needs {err}, missing from the report"
-        ) from None
-    return {cell: normalise_rows(matrix) for cell, matrix in scores.items()}
-
-
-def modal_genotype(genotypes: list[str | None]) -> tuple[str | None, float]:
-    """The most common genotype and the share of *all* seeds holding it (a seed without one never agrees).
-
-    Ties between equally common candidates go to the lexicographically smallest string, so the modal
-    genotype does not depend on the order in which seeds reported.
-    """
-    counts = Counter(g for g in genotypes if g)
-    if not counts:
-        return None, 0.0
-    modal = min(counts, key=lambda g: (-counts[g], g))
-    return modal, counts[modal] / len(genotypes)
-
-
-def vote_counts(space: SearchSpace, genotypes: list[str | None]) -> Matrix:
-    """Per cell, (E, O) counts of seeds whose genotype put op o on edge e; dropped edges vote for nothing."""
-    counts = {cell: np.zeros((space.num_edges, len(space.ops))) for cell in space.cell_types}
-    for text in genotypes:
-        if not text:
-            continue
-        for cell, choices in _edge_choices(space.name, text).items():
-            for edge, op in choices.items():
-                counts[cell][edge, op] += 1.0
-    return counts
-
-
-def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Kendall's tau-b between matching rows of ``x`` and ``y`` (shape (..., O)); NaN for a constant row.
-
-    The same statistic as ``scipy.stats.kendalltau`` (the tests check they agree), vectorised over all seed
-    pairs and edges at once: scipy costs ~1 ms per call, and a DARTS epoch with 10 seeds needs 1260 calls.
-    """
-    dx = np.sign(x[..., :, None] - x[..., None, :])
-    dy = np.sign(y[..., :, None] - y[..., None, :])
-    upper = np.triu(np.ones(dx.shape[-2:], dtype=bool), k=1)
-    concordance = (dx * dy)[..., upper].sum(axis=-1)
-    untied_x = (dx[..., upper] != 0).sum(axis=-1)
-    untied_y = (dy[..., upper] != 0).sum(axis=-1)
-    denominator = np.sqrt(untied_x.astype(np.float64) * untied_y)
-    out = np.full(denominator.shape, np.nan)
-    np.divide(concordance, denominator, out=out, where=denominator > 0)
-    return out
-
-
-def mean_kendall_tau(strengths: list[Matrix]) -> float | None:
-    """Mean over seed pairs and over every edge of every cell of the tau-b between the two seeds' score rows.
-
-    It measures whether seeds *rank* the ops alike, which genotype agreement (argmax only) cannot show.
-    Edges where a seed's row is constant have no tau and are skipped; ``None`` with fewer than 2 seeds or
-    when no edge has a tau.
-    """
-    if len(strengths) < 2:
-        return None
-    taus = [kendall_tau_b(a[cell], b[cell]).ravel() for a, b in combinations(strengths, 2) for cell in sorted(a)]
-    values = np.concatenate(taus)
-    values = values[np.isfinite(values)]
-    return float(values.mean()) if values.size else None
-
-
-def consensus_genotype(space: SearchSpace, votes: Matrix, strength_sum: Matrix, n_seeds: int) -> str:
-    """Decode ``votes + strength_sum / (n_seeds + 1)`` with the space's own decoder.
-
-    Every normalised strength is <= 1, so the tie-break term is < 1 and can only separate equal vote counts;
-    going through ``space.decode`` applies the space's rules ('none' never chosen, DARTS' two inputs per
-    node). Edge weights are not passed: the votes already come from edge-weighted genotypes, and a row
-    factor would scale the vote counts themselves.
-    """
-    scores = {
-        cell: torch.as_tensor(votes[cell] + strength_sum[cell] / (n_seeds + 1), dtype=torch.float64)
-        for cell in space.cell_types
-    }
-    return space.decode(scores).to_str()
-
-
-# ------------------------------------------------------------------------------------------- EpochStats
-
-
-@dataclass
-class EpochStats:
-    """The cross-seed picture of one variant at one epoch (see the module docstring for which seeds count)."""
-
-    variant: str
-    epoch: int
-    space: str
-    criterion: str
-    """The watched criterion: modal/agreement/votes/strength/consensus below all refer to it."""
-    n_seeds: int
-    report_epochs: dict[int, int]
-    """seed -> epoch of the report it contributed (< ``epoch`` for a seed that finished earlier)."""
-    genotypes: dict[int, dict[str, str]]
-    """seed -> criterion -> genotype string."""
-    modal_genotype: str | None
-    agreement: float
-    """Share of the ``n_seeds`` seeds whose watched-criterion genotype equals ``modal_genotype``."""
-    vote_share: Matrix
-    """cell -> (E, O): share of seeds whose genotype chose op o on edge e."""
-    strength_mean: Matrix
-    """cell -> (E, O): mean over seeds of the row-normalised criterion scores."""
-    strength_std: Matrix
-    """cell -> (E, O): population std (ddof=0) over seeds of the row-normalised criterion scores."""
-    mean_kendall_tau: float | None
-    stable_for: dict[int, int]
-    """seed -> epochs its watched-criterion genotype has been unchanged (from its report; 0 when absent)."""
-    consensus_genotype: str | None
-    consensus_stable_for: int
-    """Epochs the consensus genotype has been unchanged: 0 on the epoch it (re)appears, +1 per equal epoch."""
-    criterion_consensus: dict[str, str | None] = field(default_factory=dict)
-    """Every registered criterion the reports carry -> its consensus genotype (the ablation, across seeds)."""
-    criterion_agreement: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "variant": self.variant,
-            "epoch": self.epoch,
-            "space": self.space,
-            "criterion": self.criterion,
-            "n_seeds": self.n_seeds,
-            "report_epochs": {str(s): e for s, e in self.report_epochs.items()},
-            "genotypes": {str(s): dict(g) for s, g in self.genotypes.items()},
-            "modal_genotype": self.modal_genotype,
-            "agreement": self.agreement,
-            "vote_share": _lists(self.vote_share),
-            "strength_mean": _lists(self.strength_mean),
-            "strength_std": _lists(self.strength_std),
-            "mean_kendall_tau": self.mean_kendall_tau,
-            "stable_for": {str(s): n for s, n in self.stable_for.items()},
-            "consensus_genotype": self.consensus_genotype,
-            "consensus_stable_for": self.consensus_stable_for,
-            "criterion_consensus": dict(self.criterion_consensus),
-            "criterion_agreement": dict(self.criterion_agreement),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> EpochStats:
-        data = dict(data)
-        for key in ("report_epochs", "genotypes", "stable_for"):
-            data[key] = {int(s): v for s, v in data[key].items()}
-        for key in ("vote_share", "strength_mean", "strength_std"):
-            data[key] = {c: np.asarray(m, dtype=np.float64) for c, m in data[key].items()}
-        return cls(**data)
-
-
-def _lists(matrix: Matrix) -> dict[str, list]:
-    return {cell: np.asarray(m).tolist() for cell, m in matrix.items()}
-
-
-def _criterion_consensus(
-    space: SearchSpace, reports: list[EpochReport], criterion: str
-) -> tuple[str | None, float, Matrix, list[Matrix]]:
-    """Consensus, agreement, vote counts and per-seed normalised strength of one criterion."""
-    texts = [r.genotypes.get(criterion) or None for r in reports]
-    strengths = [normalised_strength(r, criterion, space.cell_types) for r in reports]
-    votes = vote_counts(space, texts)
-    _, agreement = modal_genotype(texts)
-    if not any(texts):
-        return None, agreement, votes, strengths
-    summed = {cell: np.sum([s[cell] for s in strengths], axis=0) for cell in space.cell_types}
-    return consensus_genotype(space, votes, summed, len(reports)), agreement, votes, strengths
-
-
-def compute_epoch_stats(
-    variant: str, epoch: int, criterion: str, reports: dict[int, EpochReport], previous: EpochStats | None
-) -> EpochStats:
-    """The :class:`EpochStats` of ``reports`` (seed -> the report it contributes), chained to ``previous``."""
-    seeds = sorted(reports)
-    ordered = [reports[s] for s in seeds]
-    space = _space(_common_space(variant, ordered))
-    consensus, _, votes, strengths = _criterion_consensus(space, ordered, criterion)
-    modal, agreement = modal_genotype([r.genotypes.get(criterion) or None for r in ordered])
-    stacked = {cell: np.stack([s[cell] for s in strengths]) for cell in space.cell_types}
-    held = previous is not None and consensus is not None and previous.consensus_genotype == consensus
-    others = _other_criteria(space, ordered, criterion)
-    return EpochStats(
-        variant=variant,
-        epoch=epoch,
-        space=space.name,
-        criterion=criterion,
-        n_seeds=len(seeds),
-        report_epochs={s: reports[s].epoch for s in seeds},
-        genotypes={s: dict(reports[s].genotypes) for s in seeds},
-        modal_genotype=modal,
-        agreement=agreement,
-        vote_share={cell: votes[cell] / len(seeds) for cell in space.cell_types},
-        strength_mean={cell: m.mean(axis=0) for cell, m in stacked.items()},
-        strength_std={cell: m.std(axis=0) for cell, m in stacked.items()},
-        mean_kendall_tau=mean_kendall_tau(strengths),
-        stable_for={s: int(reports[s].stable_for.get(criterion, 0)) for s in seeds},
-        consensus_genotype=consensus,
-        consensus_stable_for=previous.consensus_stable_for + 1 if held else 0,
-        criterion_consensus={criterion: consensus, **{c: v[0] for c, v in others.items()}},
-        criterion_agreement={criterion: agreement, **{c: v[1] for c, v in others.items()}},
-    )
-
-
-def _common_space(variant: str, reports: list[EpochReport]) -> str:
-    names = {r.space for r in reports}
-    if len(names) != 1:
-        raise ValueError(f"variant {variant!r} mixes search spaces {sorted(names)}; one variant is one space")
-    return names.pop()
-
-
-def _other_criteria(
-    space: SearchSpace, reports: list[EpochReport], watched: str
-) -> dict[str, tuple[str | None, float]]:
-    """Consensus and agreement of every other registered criterion some report carries a genotype for."""
-    names = {c for r in reports for c, g in r.genotypes.items() if g} - {watched}
-    out = {}
-    for name in sorted(names & set(list_criteria())):
-        try:
-            consensus, agreement, _, _ = _criterion_consensus(space, reports, name)
-        except ValueError:
-            continue  # a side criterion whose scores a report lacks must not block the watched one's stats
-        out[name] = (consensus, agreement)
-    return out
 
 
 # ------------------------------------------------------------------------------------------- trials
@@ -354,14 +78,25 @@ class Coordinator:
 
     ``criterion`` is the watched criterion; ``patience`` > 0 with ``experiment_stop`` enables the experiment
     stop once every variant's consensus held ``patience`` epochs with ``agreement`` >= the threshold.
+    ``variant_criteria`` / ``variant_patience`` override both per variant (variants from different presets).
     """
 
     def __init__(
-        self, criterion: str = "ostr", patience: int = 0, agreement: float = 0.8, experiment_stop: bool = True
+        self,
+        criterion: str = "ostr",
+        patience: int = 0,
+        agreement: float = 0.8,
+        experiment_stop: bool = True,
+        *,
+        variant_criteria: Mapping[str, str] | None = None,
+        variant_patience: Mapping[str, int] | None = None,
     ) -> None:
-        get_criterion(criterion)  # fail at construction, not at the first completed epoch
-        if patience < 0:
-            raise ValueError(f"patience must be >= 0, got {patience}")
+        self.variant_criteria = dict(variant_criteria or {})
+        self.variant_patience = dict(variant_patience or {})
+        for name in {criterion, *self.variant_criteria.values()}:
+            get_criterion(name)  # fail at construction, not at the first completed epoch
+        if min(patience, *self.variant_patience.values(), 0) < 0:
+            raise ValueError(f"patience must be >= 0, got {patience} ({self.variant_patience})")
         if not 0.0 <= agreement <= 1.0:
             raise ValueError(f"agreement threshold must be in [0, 1], got {agreement}")
         self.criterion = criterion
@@ -372,6 +107,12 @@ class Coordinator:
         self._stats: dict[str, list[EpochStats]] = {}
 
     # -- feeding -------------------------------------------------------------------------------------------
+
+    def criterion_of(self, variant: str) -> str:
+        return self.variant_criteria.get(variant, self.criterion)
+
+    def patience_of(self, variant: str) -> int:
+        return self.variant_patience.get(variant, self.patience)
 
     def register(self, key: TrialKey) -> None:
         """Declare a trial up front, so no epoch of its variant is summarised before it reports."""
@@ -432,7 +173,7 @@ class Coordinator:
             reports = {s: t.report_at(epoch) for s, t in trials.items() if t.status != "failed"}
             reports = {s: r for s, r in reports.items() if r is not None}
             previous = self._stats[variant][-1] if self._stats[variant] else None
-            stats = compute_epoch_stats(variant, epoch, self.criterion, reports, previous)
+            stats = compute_epoch_stats(variant, epoch, self.criterion_of(variant), reports, previous)
             self._stats[variant].append(stats)
             new.append(stats)
             epoch += 1
@@ -461,16 +202,17 @@ class Coordinator:
         return bool(trial and trial.reports and trial.reports[trial.last_epoch].stop_reason)
 
     def experiment_should_stop(self) -> str | None:
-        """A reason to stop every trial, once every variant's consensus held ``patience`` epochs at
-        ``agreement`` >= the threshold in its latest stats; ``None`` otherwise or when switched off."""
-        if not self.experiment_stop or self.patience <= 0 or not self._stats:
+        """A reason to stop every trial, once every variant's consensus held its ``patience`` epochs at
+        ``agreement`` >= the threshold in its latest stats; ``None`` otherwise or when switched off (also
+        when a variant's patience is 0: that variant runs its whole schedule)."""
+        if not self.experiment_stop or not self._stats:
             return None
         reasons = []
         for variant in self.variants():
-            stats = self.latest(variant)
-            if stats is None or stats.consensus_genotype is None:
+            stats, patience = self.latest(variant), self.patience_of(variant)
+            if patience <= 0 or stats is None or stats.consensus_genotype is None:
                 return None
-            if stats.consensus_stable_for < self.patience or stats.agreement < self.agreement:
+            if stats.consensus_stable_for < patience or stats.agreement < self.agreement:
                 return None
             reasons.append(
                 f"{variant}: consensus held {stats.consensus_stable_for} epochs at agreement "
@@ -478,44 +220,57 @@ class Coordinator:
             )
         return "; ".join(reasons)
 
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready overview: per variant, per seed final genotypes and status, the last consensus, and the
-        agreement history ``[epoch, agreement, consensus_stable_for, mean_kendall_tau]``."""
-        return {
-            "criterion": self.criterion,
-            "patience": self.patience,
-            "agreement_threshold": self.agreement,
-            "experiment_stop_reason": self.experiment_should_stop(),
-            "variants": {variant: self._variant_summary(variant) for variant in self.variants()},
-        }
+    def summary(self) -> LaunchSummary:
+        """Per variant, per seed final genotypes and status, the last consensus, and the agreement history."""
+        return LaunchSummary(
+            criterion=self.criterion,
+            patience=self.patience,
+            agreement_threshold=self.agreement,
+            experiment_stop_reason=self.experiment_should_stop(),
+            variants={variant: self._variant_summary(variant) for variant in self.variants()},
+        )
 
-    def _variant_summary(self, variant: str) -> dict[str, Any]:
-        last = self.latest(variant)
+    def _variant_summary(self, variant: str) -> VariantSummary:
         seeds = {}
         for seed, trial in sorted(self._variant_trials(variant).items()):
             report = trial.reports.get(trial.last_epoch)
-            seeds[str(seed)] = {
-                "status": trial.status,
-                "reason": trial.reason,
-                "last_epoch": trial.last_epoch,
-                "genotypes": dict(report.genotypes) if report else {},
-                "stop_reason": report.stop_reason if report else None,
-            }
-        return {
-            "seeds": seeds,
-            "last_epoch": last.epoch if last else None,
-            "n_seeds": last.n_seeds if last else 0,
-            "modal_genotype": last.modal_genotype if last else None,
-            "consensus_genotype": last.consensus_genotype if last else None,
-            "agreement": last.agreement if last else None,
-            "consensus_stable_for": last.consensus_stable_for if last else 0,
-            "mean_kendall_tau": last.mean_kendall_tau if last else None,
-            "criterion_consensus": dict(last.criterion_consensus) if last else {},
-            "criterion_agreement": dict(last.criterion_agreement) if last else {},
-            "history": [
-                [s.epoch, s.agreement, s.consensus_stable_for, s.mean_kendall_tau] for s in self._stats[variant]
-            ],
-        }
+            seeds[seed] = SeedSummary(
+                status=trial.status,
+                reason=trial.reason,
+                last_epoch=trial.last_epoch,
+                genotypes={c: g for c, g in report.genotypes.items() if g} if report else {},
+                stop_reason=report.stop_reason if report else None,
+            )
+        history = [[s.epoch, s.agreement, s.consensus_stable_for, s.mean_kendall_tau] for s in self._stats[variant]]
+        last = self.latest(variant)
+        criterion = self.criterion_of(variant)
+        spaces = [r.space for t in self._variant_trials(variant).values() for r in t.reports.values()]
+        space = spaces[0] if spaces else None
+        if last is None:
+            return VariantSummary(seeds=seeds, criterion=criterion, space=space, history=history)
+        return VariantSummary(
+            seeds=seeds,
+            criterion=criterion,
+            space=last.space,
+            last_epoch=last.epoch,
+            n_seeds=last.n_seeds,
+            modal_genotype=last.modal_genotype,
+            consensus_genotype=last.consensus_genotype,
+            agreement=last.agreement,
+            consensus_stable_for=last.consensus_stable_for,
+            mean_kendall_tau=last.mean_kendall_tau,
+            criterion_consensus=dict(last.criterion_consensus),
+            criterion_agreement=dict(last.criterion_agreement),
+            history=history,
+        )
+
+    def trial_keys(self) -> list[TrialKey]:
+        return sorted(self._trials)
+
+    def trial_reports(self, key: TrialKey) -> list[EpochReport]:
+        """Every stored epoch report of a trial, oldest first."""
+        trial = self._trials.get(TrialKey(*key))
+        return [trial.reports[e] for e in sorted(trial.reports)] if trial else []
 
     # -- persistence ---------------------------------------------------------------------------------------
 
@@ -525,9 +280,21 @@ class Coordinator:
         return {
             "version": _STATE_VERSION,
             "criterion": self.criterion,
+            "variant_criteria": dict(sorted(self.variant_criteria.items())),
             "trials": [{"variant": k.variant, "seed": k.seed, **t.to_json()} for k, t in sorted(self._trials.items())],
             "stats": {v: [s.to_json() for s in stats] for v, stats in sorted(self._stats.items())},
         }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Coordinator:
+        """A coordinator rebuilt from :meth:`state_dict` (``history.json``) to read a finished launch's history."""
+        coordinator = cls(
+            criterion=state.get("criterion") or "ostr",
+            experiment_stop=False,
+            variant_criteria=state.get("variant_criteria") or {},
+        )
+        coordinator.load_state_dict(state)
+        return coordinator
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace this coordinator's history with ``state``; the stop settings stay those of the constructor.
@@ -536,10 +303,13 @@ class Coordinator:
         """
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"unsupported coordinator state version {state.get('version')!r}")
-        if state["criterion"] != self.criterion:
-            raise ValueError(
-                f"saved coordinator state watches criterion {state['criterion']!r}, not {self.criterion!r}"
-            )
+        saved = {**dict.fromkeys(state["stats"], state["criterion"]), **(state.get("variant_criteria") or {})}
+        for variant, criterion in [("every variant", state["criterion"]), *saved.items()]:
+            if criterion != self.criterion_of(variant):
+                raise ValueError(
+                    f"saved coordinator state watches criterion {criterion!r} for {variant!r}, "
+                    f"not {self.criterion_of(variant)!r}"
+                )
         self._trials = {TrialKey(t["variant"], int(t["seed"])): _Trial.from_json(t) for t in state["trials"]}
         self._stats = {v: [EpochStats.from_json(s) for s in stats] for v, stats in state["stats"].items()}
         for key in self._trials:

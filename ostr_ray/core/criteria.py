@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from ostr_ray.core.events import EpochReport, Matrix
 from searchspaces import Genotype, SearchSpace
 
 CellScores = Mapping[str, torch.Tensor]
@@ -28,6 +30,22 @@ class ArchState:
     stderr: dict[str, dict[str, torch.Tensor]]
     edge_weights: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    @classmethod
+    def from_report(cls, report: EpochReport) -> ArchState:
+        """The state a criterion saw when ``report`` was made, rebuilt from the report's arrays: what the
+        coordinator and the evidence use to re-apply any criterion to a finished epoch."""
+        return cls(
+            alphas=_tensors(report.alphas),
+            betas=_tensors(report.betas),
+            mean={name: _tensors(cells) for name, cells in report.scores.items()},
+            stderr={name: _tensors(cells) for name, cells in report.stderr.items()},
+            edge_weights=_tensors(report.edge_weights or {}),
+        )
+
+
+def _tensors(matrix: Matrix) -> dict[str, torch.Tensor]:
+    return {cell: torch.from_numpy(np.array(value, dtype=np.float64)) for cell, value in matrix.items()}
+
 
 @dataclass
 class Selection:
@@ -37,32 +55,70 @@ class Selection:
 
 
 Criterion = Callable[[ArchState], Selection]
-_CRITERIA: dict[str, Criterion] = {}
+
+
+@dataclass(frozen=True)
+class CriterionInfo:
+    """A registered criterion and what the edges (console, reports, MLflow) need to show it."""
+
+    name: str
+    fn: Criterion
+    label: str
+    """Name in tables and reports (``"OStr*"``)."""
+    description: str
+    """One line: what it ranks by (the function's docstring's first line)."""
+    baseline: bool = False
+    """The comparison point of the ablation (DARTS' argmax alpha): shown beside the watched criterion."""
+
+
+_CRITERIA: dict[str, CriterionInfo] = {}
 
 
 class CriterionError(ValueError):
     pass
 
 
-def register_criterion(name: str) -> Callable[[Criterion], Criterion]:
+def register_criterion(
+    name: str, *, label: str | None = None, baseline: bool = False
+) -> Callable[[Criterion], Criterion]:
     def wrap(fn: Criterion) -> Criterion:
         if name in _CRITERIA:
             raise CriterionError(f"criterion {name!r} registered twice")
-        _CRITERIA[name] = fn
+        description = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        _CRITERIA[name] = CriterionInfo(name, fn, label or name, description, baseline)
         return fn
 
     return wrap
+
+
+def unregister_criterion(name: str) -> None:
+    """Remove a criterion (tests and notebooks that register temporary ones)."""
+    _CRITERIA.pop(name, None)
 
 
 def list_criteria() -> list[str]:
     return list(_CRITERIA)
 
 
-def get_criterion(name: str) -> Criterion:
+def criterion_info(name: str) -> CriterionInfo:
     try:
         return _CRITERIA[name]
     except KeyError:
         raise CriterionError(f"unknown criterion {name!r}; choose from {', '.join(_CRITERIA)}") from None
+
+
+def criterion_label(name: str) -> str:
+    """The display name of ``name``, or ``name`` itself for one no longer registered (an old report)."""
+    info = _CRITERIA.get(name)
+    return info.label if info else name
+
+
+def baseline_criteria() -> list[str]:
+    return [name for name, info in _CRITERIA.items() if info.baseline]
+
+
+def get_criterion(name: str) -> Criterion:
+    return criterion_info(name).fn
 
 
 def select(name: str, space: SearchSpace, state: ArchState) -> tuple[Genotype, Selection]:
@@ -71,25 +127,25 @@ def select(name: str, space: SearchSpace, state: ArchState) -> tuple[Genotype, S
     return space.decode(selection.scores, edge_weights=selection.edge_weights), selection
 
 
-@register_criterion("magnitude")
+@register_criterion("magnitude", label="DARTS (magnitude)", baseline=True)
 def magnitude(state: ArchState) -> Selection:
     """DARTS: the largest architecture weight beta = softmax(alpha) (times PC-DARTS edge weights)."""
     return Selection(scores=state.betas, edge_weights=state.edge_weights or None)
 
 
-@register_criterion("ostr")
+@register_criterion("ostr", label="OStr")
 def ostr(state: ArchState) -> Selection:
     """OStr-DARTS: operation strength, mean_b |dL_val/d alpha_o|_b."""
     return Selection(scores=state.mean["ostr"], stderr=state.stderr["ostr"])
 
 
-@register_criterion("ostr_star")
+@register_criterion("ostr_star", label="OStr*")
 def ostr_star(state: ArchState) -> Selection:
     """OStr*: strength per unit of architecture weight, mean_b (|dL/d alpha_o|_b / beta_o)."""
     return Selection(scores=state.mean["ostr_star"], stderr=state.stderr["ostr_star"])
 
 
-@register_criterion("naive")
+@register_criterion("naive", label="naive")
 def naive(state: ArchState) -> Selection:
     """Naive pruning: first-order loss change when op o is removed, mean_b |beta_o dL/d beta_o|_b."""
     return Selection(scores=state.mean["naive"], stderr=state.stderr["naive"])

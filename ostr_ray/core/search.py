@@ -1,18 +1,18 @@
 """One seed's OStr-DARTS search: the bi-level loop, strength bookkeeping, selection and Algorithm 1.
 
-Per step (DARTS order): one architecture step on a validation-half batch, then one weight step on a
-train-half batch. Strength is read from the architecture step's own gradients (:mod:`.arch_grads`); the step
-keeps every number on the device and the host synchronises once per epoch. Checkpoints (:mod:`.checkpoint`)
-are written after every epoch.
+Per step (DARTS order): one architecture step on the next validation-half batch, then one weight step on a
+train-half batch. An epoch is one pass over the weight-training half, as in DARTS and PC-DARTS; the
+validation half is a stream that restarts when it ends (:func:`val_batches`). Strength is read from the
+architecture step's own gradients (:mod:`.arch_grads`); the step keeps every number on the device and the
+host synchronises once per epoch. Checkpoints (:mod:`.checkpoint`) are written after every epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,14 @@ from ostr_ray.core.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from ostr_ray.core.config import SearchConfig, config_from_dict
+from ostr_ray.core.config import SearchConfig, config_from_dict, with_decoder_settings
 from ostr_ray.core.criteria import ArchState, list_criteria, select
 from ostr_ray.core.early_stop import StabilityTracker, edge_decisiveness
 from ostr_ray.core.events import EpochReport, SearchResult, call
 from ostr_ray.core.placement import autocast_dtype, resolve_device, use_channels_last
 from ostr_ray.core.search_data import SearchData, build_data
 from ostr_ray.core.strength import StrengthAccumulator
+from ostr_ray.data import Batches
 from searchspaces import SearchSpace, Supernet, get_space
 
 __all__ = ["CHECKPOINT_NAME", "CheckpointError", "SearchError", "Searcher", "read_checkpoint"]
@@ -65,7 +66,7 @@ class Searcher:
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
-        self.space: SearchSpace = get_space(config.space)
+        self.space: SearchSpace = with_decoder_settings(get_space(config.space), config)
         self.device = resolve_device(config)
         self.data = data or build_data(config, self.device)
         self.model: Supernet = self.space.build_supernet(
@@ -128,12 +129,15 @@ class Searcher:
         self.accumulator.reset()
         totals = torch.zeros(6, dtype=torch.float64, device=self.device)  # loss/correct/count, train then val
         finite: list[torch.Tensor] = []
-        lrs = (self.w_opt.param_groups[0]["lr"], self.a_opt.param_groups[0]["lr"])
         started = time.perf_counter()
-        for train_batch, val_batch in zip(self.data.train.epoch(epoch), self.data.val.epoch(epoch)):
-            step_totals, step_finite = self.train_step(train_batch, val_batch, arch_active=arch_active)
-            totals += step_totals
-            finite.append(step_finite)
+        steps = len(self.data.train)  # the stream's batches per pass: full batches only (drop_last)
+        batches = zip(self.data.train.epoch(epoch), val_batches(self.data.val, epoch, steps))
+        with _warm_up(self.w_opt, epoch, config.w_lr_warmup_epochs):
+            lrs = (self.w_opt.param_groups[0]["lr"], self.a_opt.param_groups[0]["lr"])
+            for train_batch, val_batch in batches:
+                step_totals, step_finite = self.train_step(train_batch, val_batch, arch_active=arch_active)
+                totals += step_totals
+                finite.append(step_finite)
         seconds = time.perf_counter() - started
         self.scheduler.step()
         self._check_finite(finite)
@@ -206,7 +210,9 @@ class Searcher:
                 logits, loss = self._loss(x_val, y_val, self.model.op_weights())
         for param, grad in zip(self.arch_params, [*grads.alpha_grads.values(), *grads.extra_grads]):
             param.grad = grad
-        self.accumulator.add(grads.alpha_grads, grads.betas, grads.beta_grads)
+        self.accumulator.add(grads.alpha_grads, grads.betas, grads.beta_grads)  # copies: clipping comes after
+        if self.config.a_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.arch_params, self.config.a_grad_clip)
         self.a_opt.step()
         return logits.detach(), loss.detach()
 
@@ -361,6 +367,40 @@ class Searcher:
         return searcher
 
 
+def val_batches(val: Batches, epoch: int, steps_per_epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The architecture batches of ``epoch``: an endless stream over passes of the validation half.
+
+    Step ``t`` of epoch ``e`` takes global validation batch ``g = e * T + t`` (``T = steps_per_epoch``), i.e.
+    batch ``g % V`` of pass ``g // V`` (``V = len(val)``), pass ``p`` ordered as ``val.epoch(p)``: each step
+    draws the next batch and the stream restarts when a pass ends (PC-DARTS cycles its valid_queue). The
+    position is a pure function of (epoch, step), so a resume at any epoch boundary continues mid-pass
+    exactly, with no loader state saved. With equal halves (T == V) epoch ``e`` reads exactly pass ``e``.
+    """
+    passes, start = divmod(epoch * steps_per_epoch, len(val))
+    while True:
+        yield from val.epoch(passes, start_batch=start)
+        passes, start = passes + 1, 0
+
+
+@contextlib.contextmanager
+def _warm_up(optimizer: torch.optim.Optimizer, epoch: int, warmup_epochs: int) -> Iterator[None]:
+    """Within the block, epoch ``epoch < warmup_epochs`` trains at ``initial lr * (epoch + 1) / warmup_epochs``
+    (PC-DARTS' ImageNet warm-up, on the base lr as its train_search_imagenet.py does); afterwards the
+    scheduled lr is put back, so the cosine scheduler's recursive update and a checkpoint never see the
+    warm-up and a resume recomputes it from the epoch alone."""
+    if epoch >= warmup_epochs:
+        yield
+        return
+    scheduled = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * (epoch + 1) / warmup_epochs
+    try:
+        yield
+    finally:
+        for group, lr in zip(optimizer.param_groups, scheduled):
+            group["lr"] = lr
+
+
 def _batch_totals(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> list[torch.Tensor]:
     n = labels.shape[0]
     correct = (logits.argmax(dim=1) == labels).sum()
@@ -381,16 +421,3 @@ def _load_table(config: SearchConfig):
     from ostr_ray.core.nb201_bench import load_nb201_table
 
     return load_nb201_table(config.nb201_table)
-
-
-def write_search_report(out_dir: str | Path, config: SearchConfig, result: SearchResult) -> Path:
-    """``report.json``: the config, every criterion's final genotype, scores and the per-epoch history."""
-    import json
-
-    path = Path(out_dir) / "report.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"config": config.to_dict(), **result.to_json()}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-    return path

@@ -10,7 +10,8 @@ What happens, in order (and where)
    tree, batch split, model size against the protocol's mobile limit) and measures the network
    (:mod:`~ostr_ray.retrain.network`: parameters and multiply-adds, see :func:`measure_network` for the
    convention). ``--dry-run`` stops here.
-4. :mod:`~ostr_ray.retrain.driver`: :func:`run_retrain` checks the Ray cluster can host the workers, opens the
+4. :mod:`~ostr_ray.retrain.driver`: :func:`run_retrain` joins Ray and checks the cluster can host the workers
+   (the launch's own helper, :mod:`ostr_ray.orchestration.cluster`), opens the
    MLflow run (:mod:`~ostr_ray.retrain.mlflow_run`, driver side: no tracking credentials are needed on the
    workers), and fits a ``TorchTrainer`` whose workers run :func:`train_loop_per_worker`
    (:mod:`~ostr_ray.retrain.worker`): DDP through ``ray.train.torch.prepare_model``, one checkpoint per epoch,
@@ -22,22 +23,8 @@ Layering: protocols, mlflow_run, genotypes, network, spec, worker, driver; each 
 listed before it, directly (never this package), and Ray and MLflow lazily, inside the functions that need them.
 """
 
-from ostr_ray.retrain.driver import (
-    check_cluster,
-    connect_ray,
-    read_history,
-    resume_retrain,
-    run_retrain,
-)
-from ostr_ray.retrain.genotypes import (
-    CONSENSUS_TAG,
-    CONSENSUS_TAGS,
-    GENOTYPE_TAG_PREFIX,
-    GENOTYPES_ARTIFACT,
-    MLFLOW_RUN_ID,
-    decode_genotype,
-    resolve_genotype,
-)
+from ostr_ray.retrain.driver import read_history, resume_retrain, run_retrain
+from ostr_ray.retrain.genotypes import MLFLOW_RUN_ID, decode_genotype, resolve_genotype
 from ostr_ray.retrain.mlflow_run import DEFAULT_EXPERIMENT, tracking_uri_for
 from ostr_ray.retrain.network import FLOPS_CONVENTION, build_network, measure_network
 from ostr_ray.retrain.protocols import (
@@ -47,7 +34,6 @@ from ostr_ray.retrain.protocols import (
     RetrainError,
     build_retrain_config,
     config_from_dict,
-    default_protocol,
     effective_lr,
     list_protocols,
     load_protocol,
@@ -55,7 +41,17 @@ from ostr_ray.retrain.protocols import (
     parse_set,
     protocol_dir,
 )
-from ostr_ray.retrain.spec import DATASETS, SPEC_FILE, DataInfo, RetrainSpec, check_data, load_spec, prepare_retrain
+from ostr_ray.retrain.spec import (
+    DATASETS,
+    SPEC_FILE,
+    DataInfo,
+    RetrainOptions,
+    RetrainSpec,
+    check_data,
+    default_protocol,
+    load_spec,
+    prepare_retrain,
+)
 from ostr_ray.retrain.worker import (
     HISTORY_FILE,
     STATE_FILE,
@@ -67,13 +63,9 @@ from ostr_ray.retrain.worker import (
 
 __all__ = [
     "AUGMENTS",
-    "CONSENSUS_TAG",
-    "CONSENSUS_TAGS",
     "DATASETS",
     "DEFAULT_EXPERIMENT",
     "FLOPS_CONVENTION",
-    "GENOTYPES_ARTIFACT",
-    "GENOTYPE_TAG_PREFIX",
     "HISTORY_FILE",
     "MLFLOW_RUN_ID",
     "SCHEDULES",
@@ -82,16 +74,15 @@ __all__ = [
     "DataInfo",
     "RetrainConfig",
     "RetrainError",
+    "RetrainOptions",
     "RetrainSpec",
+    "default_protocol",
     "ShardedBatchStream",
     "build_network",
     "build_retrain_config",
-    "check_cluster",
     "check_data",
     "config_from_dict",
-    "connect_ray",
     "decode_genotype",
-    "default_protocol",
     "effective_lr",
     "list_protocols",
     "load_protocol",

@@ -16,55 +16,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ostr_ray.retrain.mlflow_run import _log_history, _mlflow_client, _open_mlflow_run, tracking_uri_for
+from ostr_ray.orchestration import cluster
+from ostr_ray.retrain.mlflow_run import _log_history, _open_mlflow_run, tracking_uri_for
 from ostr_ray.retrain.protocols import RetrainError, config_from_dict
 from ostr_ray.retrain.spec import RetrainSpec, _save_spec, load_spec
 from ostr_ray.retrain.worker import HISTORY_FILE, train_loop_per_worker
+from ostr_ray.tracking import schema
+from ostr_ray.tracking.store import client as mlflow_client
+from ostr_ray.tracking.store import one_line
 
 
-def connect_ray(address: str | None) -> bool:
-    """Join ``address`` or start a local Ray; reuses an already initialised Ray (tests, notebooks) when no
-    address is given. Returns whether this call started it."""
-    import ray
-
-    if ray.is_initialized() and address is None:
-        return False
-    if ray.is_initialized():
-        ray.shutdown()
+def _connect(address: str | None, spec: RetrainSpec) -> bool:
+    """Join or start Ray (the launch's helper: a dead --address fails in seconds) and check the workers fit."""
     try:
-        if address:
-            ray.init(address=address, logging_level="ERROR")
-        else:
-            ray.init(include_dashboard=False, logging_level="ERROR")
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise RetrainError(f"cannot reach Ray at --address {address!r}: {str(exc).splitlines()[0]}") from None
-    return True
-
-
-def check_cluster(spec: RetrainSpec) -> None:
-    """The workers fit the cluster: totals and, per worker, one node with its CPUs/GPUs."""
-    import ray
-
-    total = ray.cluster_resources()
-    need_cpu = spec.workers * spec.cpus_per_worker
-    need_gpu = spec.workers * spec.gpus_per_worker
-    if need_gpu > total.get("GPU", 0):
-        raise RetrainError(
-            f"{spec.workers} workers x {spec.gpus_per_worker:g} GPU need {need_gpu:g} GPUs; "
-            f"the Ray cluster has {total.get('GPU', 0):g}"
-        )
-    if need_cpu > total.get("CPU", 0):
-        raise RetrainError(
-            f"{spec.workers} workers x {spec.cpus_per_worker:g} CPU need {need_cpu:g} CPUs; "
-            f"the Ray cluster has {total.get('CPU', 0):g}"
-        )
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    if nodes and not any(
-        r.get("CPU", 0) >= spec.cpus_per_worker and r.get("GPU", 0) >= spec.gpus_per_worker for r in nodes
-    ):
-        raise RetrainError(
-            f"no Ray node has {spec.cpus_per_worker:g} CPUs and {spec.gpus_per_worker:g} GPUs for one worker"
-        )
+        owned = cluster.connect(address, quiet_driver=False)
+        try:
+            cluster.check_resources(spec.workers, spec.cpus_per_worker, spec.gpus_per_worker, "worker")
+        except cluster.ClusterError:
+            cluster.disconnect(owned)
+            raise
+    except cluster.ClusterError as exc:
+        raise RetrainError(str(exc)) from None
+    return owned
 
 
 def _trainer(spec: RetrainSpec) -> Any:
@@ -119,10 +92,9 @@ def run_retrain(
     ``spec`` (``--resume``) continue from the latest checkpoint in the run dir.
     """
     uri = tracking_uri_for(spec)  # seconds; before Ray, which takes longer to start
-    owned = connect_ray(address)
+    owned = _connect(address, spec)
     try:
-        check_cluster(spec)
-        client = _mlflow_client(uri)
+        client = mlflow_client(uri)
         spec.mlflow_run_id = _open_mlflow_run(spec, client)
         spec.tracking_uri = uri
         _save_spec(spec)
@@ -138,10 +110,7 @@ def run_retrain(
         if error is not None:
             raise error
     finally:
-        if owned:
-            import ray
-
-            ray.shutdown()
+        cluster.disconnect(owned)
     last = history[-1] if history else {}
     return {
         **spec.summary(),
@@ -166,11 +135,11 @@ def _finish_mlflow_run(spec: RetrainSpec, client: Any, result: Any, error: BaseE
         history = read_history(checkpoint)
         _log_history(client, spec.mlflow_run_id, history)
         with tempfile.TemporaryDirectory() as folder:
-            for name, payload in ((HISTORY_FILE, history), ("genotype.json", spec.genotype_json)):
+            for name, payload in ((HISTORY_FILE, history), (schema.RETRAIN_GENOTYPE_ARTIFACT, spec.genotype_json)):
                 (Path(folder) / name).write_text(json.dumps(payload, indent=1))
                 client.log_artifact(spec.mlflow_run_id, str(Path(folder) / name))
         if error is not None:
-            client.set_tag(spec.mlflow_run_id, "ostr.error", (str(error).splitlines() or [repr(error)])[0][:5000])
+            client.set_tag(spec.mlflow_run_id, schema.ERROR, schema.tag_value(one_line(error)))
         status = "FINISHED" if error is None else ("FAILED" if isinstance(error, Exception) else "KILLED")
         client.set_terminated(spec.mlflow_run_id, status=status)
     except Exception as exc:

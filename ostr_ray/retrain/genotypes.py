@@ -10,15 +10,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ostr_ray.retrain.mlflow_run import _mlflow_client
+from ostr_ray.experiment import LaunchDir, LaunchDirError, LaunchReport, MlflowRunMap, SearchDir
 from ostr_ray.retrain.protocols import RetrainError
+from ostr_ray.tracking import schema
+from ostr_ray.tracking.store import client as mlflow_client
 
 MLFLOW_RUN_ID = re.compile(r"^(?:runs:/)?([0-9a-f]{32})/?$")
-CONSENSUS_TAGS = ("consensus_genotype", "ostr.consensus_genotype")
-CONSENSUS_TAG = CONSENSUS_TAGS[0]
-"""The launch run's consensus tag as :mod:`ostr_ray.tracking.recorder` writes it (``<variant>/...`` with several)."""
-GENOTYPE_TAG_PREFIX = "genotype."
-GENOTYPES_ARTIFACT = "genotypes.json"
+CONSENSUS_TAGS = (schema.CONSENSUS, schema.LEGACY_CONSENSUS)
 
 
 def resolve_genotype(
@@ -63,9 +61,9 @@ def resolve_genotype(
 
 
 def decode_genotype(text: str, space: str | None = None) -> tuple[str, Any]:
-    """Decode a genotype string or JSON text; the space comes from the JSON's ``space``, the hint, or the
-    text's shape (NB201 strings start with ``|``)."""
-    from searchspaces import SearchSpaceError, get_space
+    """Decode a genotype string or JSON text; the space comes from the JSON's ``space``, the hint, or else the
+    first registered space whose parser accepts the text."""
+    from searchspaces import SearchSpaceError, get_space, list_spaces
 
     if not isinstance(text, str):
         raise RetrainError(f"a genotype must be text, got {type(text).__name__}: {text!r}")
@@ -76,12 +74,13 @@ def decode_genotype(text: str, space: str | None = None) -> tuple[str, Any]:
         except json.JSONDecodeError as exc:
             raise RetrainError(f"genotype JSON {_short(stripped)} does not parse: {exc}") from None
         space = data.get("space", space) if isinstance(data, dict) else space
-    if space is None:
-        space = "nb201" if stripped.startswith("|") else "darts"
-    try:
-        return space, get_space(space).parse_genotype(stripped)
-    except SearchSpaceError as exc:
-        raise RetrainError(f"cannot decode genotype {_short(stripped)} ({space}): {exc}") from None
+    errors = []
+    for name in [space] if space else list_spaces():
+        try:
+            return name, get_space(name).parse_genotype(stripped)
+        except SearchSpaceError as exc:
+            errors.append(f"{name}: {exc}")
+    raise RetrainError(f"cannot decode genotype {_short(stripped)} ({'; '.join(errors)})")
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -93,10 +92,7 @@ def _from_path(
 ) -> tuple[str, Any, dict[str, Any]]:
     source = {**source, "kind": "file", "path": str(path.resolve())}
     if path.is_dir():
-        report = path / "report.json"
-        if not report.is_file():
-            raise RetrainError(f"{path} has no report.json: not an ostr-ray launch or search directory")
-        path = report
+        return _from_directory(path, criterion=criterion, seed=seed, variant=variant, source=source)
     try:
         raw = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -108,24 +104,39 @@ def _from_path(
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise RetrainError(f"{path} is not valid JSON: {exc}") from None
-    if "variants" in data:
-        return _from_launch_report(data, path, criterion=criterion, seed=seed, variant=variant)
-    if "final_genotypes" in data:
-        config = data.get("config", {})
-        crit = criterion or config.get("criterion", "ostr")
-        text = data["final_genotypes"].get(crit)
-        if not text:
-            raise RetrainError(
-                f"search report {path} has no {crit!r} genotype; it has {sorted(data['final_genotypes'])}"
-            )
-        space, genotype = decode_genotype(text, config.get("space"))
-        return space, genotype, {**source, "kind": "search", "criterion": crit, "seed": config.get("seed")}
+    if isinstance(data, dict) and ("variants" in data or "final_genotypes" in data):
+        return _from_directory(path.parent, criterion=criterion, seed=seed, variant=variant, source=source)
     if "space" in data or "arch" in data or "normal" in data:
         space, genotype = decode_genotype(json.dumps(data))
         return space, genotype, source
     text = _pick_genotype(data, criterion, f"genotype file {path}")
     space, genotype = decode_genotype(text)
     return space, genotype, source
+
+
+def _from_directory(
+    path: Path, *, criterion: str | None, seed: int | None, variant: str | None, source: dict[str, Any]
+) -> tuple[str, Any, dict[str, Any]]:
+    """A launch directory (its report's consensus, or a seed's genotype) or a search directory (its final one)."""
+    launch = LaunchDir(path)
+    try:
+        report = launch.read_report(required=False)
+        if report is not None:
+            return _from_launch_report(report, launch, criterion=criterion, seed=seed, variant=variant)
+        search = SearchDir(path)
+        if not search.has_record():
+            raise RetrainError(f"{path} has no report.json: not an ostr-ray launch or search directory")
+        record = search.read_record()
+    except LaunchDirError as exc:
+        raise RetrainError(str(exc)) from None
+    crit = criterion or record.config.get("criterion", "ostr")
+    text = record.result.final_genotypes.get(crit)
+    if not text:
+        raise RetrainError(
+            f"search report {path} has no {crit!r} genotype; it has {sorted(record.result.final_genotypes)}"
+        )
+    space, genotype = decode_genotype(text, record.result.space)
+    return space, genotype, {**source, "kind": "search", "criterion": crit, "seed": record.result.seed}
 
 
 def _pick_genotype(data: Mapping[str, Any], criterion: str | None, what: str) -> str:
@@ -147,62 +158,58 @@ def _pick_genotype(data: Mapping[str, Any], criterion: str | None, what: str) ->
 
 
 def _from_launch_report(
-    report: Mapping[str, Any], path: Path, *, criterion: str | None, seed: int | None, variant: str | None
+    report: LaunchReport, launch: LaunchDir, *, criterion: str | None, seed: int | None, variant: str | None
 ) -> tuple[str, Any, dict[str, Any]]:
-    variants = report.get("variants") or {}
+    where = launch.path
     if variant is None:
-        if len(variants) != 1:
-            raise RetrainError(f"launch {path.parent} has variants {sorted(variants)}; pick one with --variant")
-        variant = next(iter(variants))
-    if variant not in variants:
-        raise RetrainError(f"launch {path.parent} has no variant {variant!r}; it has {sorted(variants)}")
-    data = variants[variant]
-    config = ((report.get("launch") or {}).get("variants") or {}).get(variant, {})
-    space_hint = config.get("space")
-    crit = criterion or report.get("criterion") or config.get("criterion") or "ostr"
-    runs = _launch_mlflow_runs(path.parent)
+        if len(report.variants) != 1:
+            raise RetrainError(f"launch {where} has variants {sorted(report.variants)}; pick one with --variant")
+        variant = next(iter(report.variants))
+    if variant not in report.variants:
+        raise RetrainError(f"launch {where} has no variant {variant!r}; it has {sorted(report.variants)}")
+    data = report.variants[variant]
+    config = report.launch.variants.get(variant, {}) if report.launch else {}
+    space_hint = data.space or config.get("space")
+    crit = criterion or data.criterion or report.criterion or config.get("criterion") or "ostr"
+    runs = _launch_mlflow_runs(launch)
     source: dict[str, Any] = {
         "kind": "launch",
-        "path": str(path.parent.resolve()),
+        "path": where,
         "variant": variant,
-        "search_run_id": runs.get("parent_run_id"),  # the consensus comes from the launch run itself
-        "parent_run_id": runs.get("parent_run_id"),
-        "tracking_uri": runs.get("tracking_uri"),
-        "experiment_id": runs.get("experiment_id"),
+        "search_run_id": runs.parent_run_id,  # the consensus comes from the launch run itself
+        "parent_run_id": runs.parent_run_id,
+        "tracking_uri": runs.tracking_uri,
+        "experiment_id": runs.experiment_id,
     }
     if seed is not None:
-        seeds = data.get("seeds") or {}
-        if str(seed) not in seeds:
-            raise RetrainError(f"launch {path.parent} has no seed {seed}; seeds are {sorted(seeds, key=int)}")
-        text = (seeds[str(seed)].get("genotypes") or {}).get(crit)
+        if seed not in data.seeds:
+            raise RetrainError(f"launch {where} has no seed {seed}; seeds are {sorted(data.seeds)}")
+        text = data.seeds[seed].genotypes.get(crit)
         if not text:
-            raise RetrainError(f"seed {seed} of launch {path.parent} has no {crit!r} genotype")
-        trial_run = (runs.get("children") or {}).get(f"{variant}/{seed}")
+            raise RetrainError(f"seed {seed} of launch {where} has no {crit!r} genotype")
+        trial_run = runs.children.get(f"{variant}/{seed}")
         source.update(seed=seed, criterion=crit, search_run_id=trial_run or source["search_run_id"])
     elif criterion is not None:
-        text = (data.get("criterion_consensus") or {}).get(criterion)
+        text = data.criterion_consensus.get(criterion)
         if not text:
-            raise RetrainError(f"launch {path.parent} has no consensus genotype for criterion {criterion!r}")
+            raise RetrainError(f"launch {where} has no consensus genotype for criterion {criterion!r}")
         source.update(criterion=criterion, consensus=True)
     else:
-        text = data.get("consensus_genotype")
+        text = data.consensus_genotype
         if not text:
-            raise RetrainError(f"launch {path.parent} has no consensus genotype yet (variant {variant!r})")
+            raise RetrainError(f"launch {where} has no consensus genotype yet (variant {variant!r})")
         source.update(criterion=crit, consensus=True)
     space, genotype = decode_genotype(text, space_hint)
     return space, genotype, source
 
 
-def _launch_mlflow_runs(launch_dir: Path) -> dict[str, Any]:
-    """The launch's MLflow record (``mlflow_runs.json``, written by :mod:`ostr_ray.tracking.recorder`): tracking URI,
-    experiment, parent run and ``{"<variant>/<seed>": child run id}``; empty when the launch was not tracked."""
-    from ostr_ray.tracking.recorder import RUNS_FILE
-
+def _launch_mlflow_runs(launch: LaunchDir) -> MlflowRunMap:
+    """The launch's MLflow record (tracking URI, experiment, parent run and ``{"<variant>/<seed>": child run}``);
+    empty when the launch was not tracked."""
     try:
-        data = json.loads((launch_dir / RUNS_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        return launch.read_runs() or MlflowRunMap()
+    except LaunchDirError:
+        return MlflowRunMap()
 
 
 def _from_mlflow(
@@ -212,7 +219,7 @@ def _from_mlflow(
     with several variants; ``seed`` goes to that seed's trial run) or a trial run (``genotype.<criterion>``)."""
     from mlflow.exceptions import MlflowException
 
-    client = _mlflow_client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
@@ -223,28 +230,28 @@ def _from_mlflow(
         run = _child_for_seed(client, run, seed, variant)
     tags, params = run.data.tags, run.data.params
     parent_tags = tags
-    if tags.get("mlflow.parentRunId"):
+    if tags.get(schema.PARENT_RUN):
         try:
-            parent_tags = client.get_run(tags["mlflow.parentRunId"]).data.tags
+            parent_tags = client.get_run(tags[schema.PARENT_RUN]).data.tags
         except MlflowException:
             parent_tags = {}
-    space_hint = tags.get("ostr.space") or params.get("space")
-    default_crit = tags.get("ostr.criterion") or parent_tags.get("ostr.criterion") or params.get("criterion") or "ostr"
+    space_hint = tags.get(schema.SPACE) or params.get("space")
+    default_crit = tags.get(schema.CRITERION) or parent_tags.get(schema.CRITERION) or params.get("criterion") or "ostr"
     consensus = _consensus_tag(tags, variant, run.info.run_id)
     text = None
     if criterion is not None:
-        text = tags.get(GENOTYPE_TAG_PREFIX + criterion)
+        text = tags.get(schema.GENOTYPE_PREFIX + criterion)
     elif consensus:
         text = consensus
     else:
-        text = tags.get(GENOTYPE_TAG_PREFIX + default_crit)
+        text = tags.get(schema.GENOTYPE_PREFIX + default_crit)
     if not text:
         text = _genotype_artifact(client, run.info.run_id, criterion)
     if not text:
-        wanted = f"tag {GENOTYPE_TAG_PREFIX}{criterion or default_crit}"
+        wanted = f"tag {schema.GENOTYPE_PREFIX}{criterion or default_crit}"
         raise RetrainError(
             f"MLflow run {run.info.run_id} has no genotype "
-            f"({wanted}, {CONSENSUS_TAG} or a {GENOTYPES_ARTIFACT} artifact)"
+            f"({wanted}, {schema.CONSENSUS} or a {schema.GENOTYPES_ARTIFACT} artifact)"
         )
     space, genotype = decode_genotype(text, space_hint)
     from_consensus = criterion is None and bool(consensus)
@@ -252,14 +259,14 @@ def _from_mlflow(
         "kind": "mlflow",
         "search_run_id": run.info.run_id,
         # a trial nests under its launch's run; a launch's consensus nests under the launch run itself
-        "parent_run_id": tags.get("mlflow.parentRunId") or (run.info.run_id if from_consensus else None),
+        "parent_run_id": tags.get(schema.PARENT_RUN) or (run.info.run_id if from_consensus else None),
         "experiment_id": run.info.experiment_id,
         "tracking_uri": tracking_uri,
         "criterion": None if from_consensus else (criterion or default_crit),
         "consensus": from_consensus,
     }
-    if tags.get("ostr.seed") is not None:
-        source["seed"] = int(tags["ostr.seed"])
+    if tags.get(schema.SEED) is not None:
+        source["seed"] = int(tags[schema.SEED])
     return space, genotype, source
 
 
@@ -280,19 +287,19 @@ def _consensus_tag(tags: Mapping[str, str], variant: str | None, run_id: str) ->
 def _child_for_seed(client: Any, run: Any, seed: int, variant: str | None) -> Any:
     """The trial run (child) of a launch run whose ``ostr.seed`` tag (or ``seed`` param) is ``seed``."""
     children = client.search_runs(
-        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", max_results=1000
+        [run.info.experiment_id], filter_string=f"tags.`{schema.PARENT_RUN}` = '{run.info.run_id}'", max_results=1000
     )
     matches = [
         child
         for child in children
-        if str(seed) in (child.data.tags.get("ostr.seed"), child.data.params.get("seed"))
-        and variant in (None, child.data.tags.get("ostr.variant"))
+        if str(seed) in (child.data.tags.get(schema.SEED), child.data.params.get("seed"))
+        and variant in (None, child.data.tags.get(schema.VARIANT))
     ]
     if len(matches) == 1:
         return matches[0]
     if not matches:
         raise RetrainError(f"MLflow run {run.info.run_id} has no child run for seed {seed}")
-    variants = sorted(str(m.data.tags.get("ostr.variant")) for m in matches)
+    variants = sorted(str(m.data.tags.get(schema.VARIANT)) for m in matches)
     raise RetrainError(f"MLflow run {run.info.run_id} has seed {seed} in variants {variants}; pick one with --variant")
 
 
@@ -301,13 +308,13 @@ def _genotype_artifact(client: Any, run_id: str, criterion: str | None) -> str |
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            local = client.download_artifacts(run_id, GENOTYPES_ARTIFACT, tmp)
+            local = client.download_artifacts(run_id, schema.GENOTYPES_ARTIFACT, tmp)
             data = json.loads(Path(local).read_text())
     except (MlflowException, OSError, json.JSONDecodeError):
         return None
     if not isinstance(data, Mapping):
         return None
     try:
-        return _pick_genotype(data, criterion, f"artifact {GENOTYPES_ARTIFACT} of run {run_id}")
+        return _pick_genotype(data, criterion, f"artifact {schema.GENOTYPES_ARTIFACT} of run {run_id}")
     except RetrainError:
         return None

@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ostr_ray.experiment.layout import ARTIFACTS
 from ostr_ray.retrain.protocols import RetrainError, effective_lr
+from ostr_ray.tracking import schema
+from ostr_ray.tracking.store import TrackingError, check_tracking_uri, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from ostr_ray.retrain.spec import RetrainSpec
@@ -17,18 +20,10 @@ if TYPE_CHECKING:
 DEFAULT_EXPERIMENT = "ostr-retrain"
 
 
-def _mlflow_client(tracking_uri: str | None):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
 def tracking_uri_for(spec: RetrainSpec) -> str:
     """``--tracking-uri`` (or the launch's recorded store) > ``MLFLOW_TRACKING_URI`` >
-    ``sqlite:///<storage>/mlflow.db``, by :func:`ostr_ray.tracking.resolve_tracking_uri`; checked with one
+    ``sqlite:///<storage>/mlflow.db``, by :func:`ostr_ray.tracking.store.resolve_tracking_uri`; checked with one
     cheap call (a dead server fails here, in seconds, before Ray starts)."""
-    from ostr_ray.tracking.recorder import TrackingError, check_tracking_uri, resolve_tracking_uri
-
     try:
         uri = resolve_tracking_uri(spec.tracking_uri, spec.storage)
         check_tracking_uri(uri)
@@ -63,7 +58,7 @@ def _open_mlflow_run(spec: RetrainSpec, client: Any) -> str:
 
     if spec.mlflow_run_id:
         client.update_run(spec.mlflow_run_id, status="RUNNING")
-        client.set_tag(spec.mlflow_run_id, "ostr.resumed", "true")
+        client.set_tag(spec.mlflow_run_id, schema.RESUMED, "true")
         return spec.mlflow_run_id
     experiment_id = spec.source.get("experiment_id")
     if experiment_id is None and spec.source.get("parent_run_id"):
@@ -73,31 +68,30 @@ def _open_mlflow_run(spec: RetrainSpec, client: Any) -> str:
         experiment_id = found.experiment_id if found else _create_experiment(spec, client)
     config = spec.retrain_config()
     tags = {
-        "mlflow.runName": spec.name,
-        "ostr.kind": "retrain",
-        "ostr.space": spec.space,
-        "ostr.protocol": config.protocol,
-        "ostr.dataset": spec.dataset,
-        "ostr.genotype": spec.genotype,
-        "ostr.run_dir": str(spec.run_dir),
+        schema.RUN_NAME: spec.name,
+        schema.KIND: schema.KIND_RETRAIN,
+        schema.SPACE: spec.space,
+        schema.PROTOCOL: config.protocol,
+        schema.DATASET: spec.dataset,
+        schema.RETRAIN_GENOTYPE: spec.genotype,
+        schema.RUN_DIR: str(spec.run_dir),
     }
     if spec.source.get("search_run_id"):
-        tags["ostr.search_run_id"] = spec.source["search_run_id"]
+        tags[schema.SEARCH_RUN] = spec.source["search_run_id"]
     if spec.source.get("parent_run_id"):
-        tags["mlflow.parentRunId"] = spec.source["parent_run_id"]
+        tags[schema.PARENT_RUN] = spec.source["parent_run_id"]
     elif spec.source.get("search_run_id"):  # retraining a launch's consensus: nest under the launch run
-        tags["mlflow.parentRunId"] = spec.source["search_run_id"]
+        tags[schema.PARENT_RUN] = spec.source["search_run_id"]
     run = client.create_run(experiment_id, tags=tags)
     run_id = run.info.run_id
     now = int(time.time() * 1000)
-    size_metrics = [
-        Metric("params_m", spec.size["params_m"], now, 0),
-        Metric("mult_adds_m", spec.size["mult_adds_m"], now, 0),
-    ]
+    size_metrics = [Metric(key, spec.size[key], now, 0) for key in schema.RETRAIN_SIZE_METRICS]
     params = [Param(k, v) for k, v in _flat_params(spec).items()]
     for i in range(0, len(params), 90):
         client.log_batch(run_id, params=params[i : i + 90])
-    client.log_batch(run_id, metrics=size_metrics, tags=[RunTag("ostr.source", json.dumps(spec.source)[:5000])])
+    client.log_batch(
+        run_id, metrics=size_metrics, tags=[RunTag(schema.SOURCE, schema.tag_value(json.dumps(spec.source)))]
+    )
     return run_id
 
 
@@ -105,7 +99,7 @@ def _create_experiment(spec: RetrainSpec, client: Any) -> str:
     """A local store (sqlite/file) keeps its artifacts beside the runs, not in ./mlruns of the cwd."""
     location = None
     if str(client.tracking_uri).startswith(("sqlite:", "file:")) or "://" not in str(client.tracking_uri):
-        location = (Path(spec.storage) / "mlartifacts").as_uri()
+        location = (Path(spec.storage) / ARTIFACTS).as_uri()
     return client.create_experiment(DEFAULT_EXPERIMENT, artifact_location=location)
 
 
@@ -118,29 +112,17 @@ def _experiment_of(client: Any, run_id: str) -> str | None:
         return None
 
 
-_EPOCH_KEYS = (
-    "train_loss",
-    "train_acc",
-    "test_top1",
-    "test_top5",
-    "lr",
-    "drop_path_prob",
-    "epoch_seconds",
-    "images_per_s",
-)
-
-
 def _log_history(client: Any, run_id: str, history: list[dict[str, Any]]) -> None:
     """Per-epoch metrics (step = epoch, timestamp = when the epoch ended); epochs already logged (a resumed
     run) are skipped, so every epoch appears once."""
     from mlflow.entities import Metric
 
-    done = {m.step for m in client.get_metric_history(run_id, "test_top1")}
+    done = {m.step for m in client.get_metric_history(run_id, schema.RETRAIN_EPOCH_METRICS[2])}
     metrics = [
         Metric(key, float(entry[key]), int(entry.get("time", time.time()) * 1000), int(entry["epoch"]))
         for entry in history
         if int(entry["epoch"]) not in done
-        for key in _EPOCH_KEYS
+        for key in schema.RETRAIN_EPOCH_METRICS
         if key in entry
     ]
     for i in range(0, len(metrics), 900):
@@ -149,5 +131,8 @@ def _log_history(client: Any, run_id: str, history: list[dict[str, Any]]) -> Non
         now = int(time.time() * 1000)
         last = history[-1]
         best = max(entry["test_top1"] for entry in history)
-        finals = [Metric("best_test_top1", best, now, int(last["epoch"])), Metric("epochs_done", last["epoch"], now, 0)]
+        finals = [
+            Metric(schema.BEST_TOP1, best, now, int(last["epoch"])),
+            Metric(schema.EPOCHS_DONE, last["epoch"], now, 0),
+        ]
         client.log_batch(run_id, metrics=finals)

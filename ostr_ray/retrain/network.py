@@ -20,11 +20,10 @@ def build_network(space: str, genotype: Any, config: RetrainConfig, num_classes:
     """The eval network of ``genotype`` sized by the protocol; forward returns ``(logits, aux_or_None)``."""
     from searchspaces import SearchSpaceError, get_space
 
-    kwargs = dict(config.network)
-    if space in ("darts", "pcdarts"):
-        kwargs["dataset_kind"] = config.network_kind
     try:
-        return get_space(space).build_eval_network(genotype, num_classes=num_classes, **kwargs)
+        return get_space(space).build_eval_network(
+            genotype, num_classes=num_classes, dataset_kind=config.network_kind, **config.network
+        )
     except (SearchSpaceError, TypeError) as exc:
         raise RetrainError(f"cannot build the {space} network with {config.network}: {exc}") from None
 
@@ -41,7 +40,7 @@ def measure_network(model: nn.Module, resolution: int, in_channels: int = 3) -> 
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from searchspaces.darts_eval import AUXILIARY_PREFIX
+    from searchspaces.base import AUXILIARY_PREFIX
 
     params = sum(
         p.numel() for n, p in model.named_parameters() if p.requires_grad and not n.startswith(AUXILIARY_PREFIX)

@@ -26,7 +26,8 @@ class RetrainConfig:
 
     protocol: str = "custom"
     description: str = ""
-    spaces: list[str] = field(default_factory=lambda: ["nb201", "darts", "pcdarts"])
+    spaces: list[str] = field(default_factory=list)
+    """The spaces whose genotypes this recipe trains; empty = any."""
     network_kind: str = "cifar"
     """DARTS network: ``cifar`` (NetworkCIFAR) or ``imagenet`` (NetworkImageNet)."""
     network: dict[str, Any] = field(default_factory=dict)
@@ -90,12 +91,6 @@ def list_protocols() -> list[str]:
 def load_protocol(name: str) -> dict[str, Any]:
     """The protocol's raw mapping; ``name`` may also be a path to a YAML file."""
     return {"protocol": Path(name).stem, **load_yaml_mapping(name, protocol_dir(), "protocol", RetrainError)}
-
-
-def default_protocol(space: str, dataset: str) -> str:
-    if space == "nb201":
-        return "nb201"
-    return "darts-imagenet" if dataset == "imagenet" else "darts-cifar"
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:

@@ -7,12 +7,12 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ostr_ray.data import DataError
+from ostr_ray.data import DATASETS, DataError
+from ostr_ray.fileio import atomic_write_text
 from ostr_ray.retrain.genotypes import resolve_genotype
 from ostr_ray.retrain.network import build_network, measure_network
 from ostr_ray.retrain.protocols import (
@@ -20,13 +20,12 @@ from ostr_ray.retrain.protocols import (
     RetrainError,
     build_retrain_config,
     config_from_dict,
-    default_protocol,
     effective_lr,
 )
 
 SPEC_FILE = "retrain.json"
-DATASETS = ("cifar10", "cifar100", "imagenet", "imagefolder", "digits", "synthetic")
-"""``imagenet`` is a class-folder tree streamed from disk; ``imagefolder`` is decoded into memory once."""
+# DATASETS: the data registry's names (ostr_ray.data.sources); ``imagenet`` is a class-folder tree streamed
+# from disk, ``imagefolder`` one decoded into memory once.
 
 
 # ------------------------------------------------------------------------------------------- data checks
@@ -145,59 +144,72 @@ class RetrainSpec:
         }
 
 
-def prepare_retrain(
-    genotype_text: str,
-    *,
-    dataset: str,
-    data_dir: str | None = None,
-    protocol: str | None = None,
-    augment: str | None = None,
-    epochs: int | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    workers: int = 1,
-    cpus_per_worker: float = 1.0,
-    gpus_per_worker: float = 0.0,
-    max_failures: int = 2,
-    allow_large: bool = False,
-    criterion: str | None = None,
-    seed: int | None = None,
-    variant: str | None = None,
-    storage: str | None = None,
-    name: str | None = None,
-    tracking_uri: str | None = None,
-    dry_run: bool = False,
-) -> RetrainSpec:
-    """Resolve and check every input and measure the network; no Ray, no MLflow writes, no training."""
-    if workers < 1:
-        raise RetrainError(f"--workers must be >= 1, got {workers}")
-    if cpus_per_worker <= 0 or gpus_per_worker < 0:
-        raise RetrainError(f"resources per worker must be positive (cpus {cpus_per_worker}, gpus {gpus_per_worker})")
-    if gpus_per_worker > 1:
-        raise RetrainError(f"--gpus-per-worker {gpus_per_worker}: a DDP worker drives at most one GPU")
-    if max_failures < -1:
-        raise RetrainError(f"--max-failures must be >= -1 (-1 = unlimited), got {max_failures}")
-    if dataset not in DATASETS:
-        raise RetrainError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
-    from ostr_ray.tracking.recorder import TrackingError, resolve_tracking_uri
+@dataclass
+class RetrainOptions:
+    """What a user asks of ``ostr-ray retrain`` (the CLI gathers it; see ``ostr-ray retrain --help``)."""
 
-    storage_root = Path(storage or "ostr_runs").expanduser().resolve()
-    try:
-        lookup_uri = resolve_tracking_uri(tracking_uri, str(storage_root))
-    except TrackingError as exc:
-        raise RetrainError(str(exc)) from None
-    space, genotype, source = resolve_genotype(
-        genotype_text, criterion=criterion, seed=seed, variant=variant, tracking_uri=lookup_uri
-    )
-    protocol = protocol or default_protocol(space, dataset)
-    config = build_retrain_config(protocol, overrides, augment=augment, epochs=epochs)
-    if space not in config.spaces:
+    genotype: str
+    """A genotype string or JSON, a JSON file, a launch or search directory, or an MLflow run id."""
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    protocol: str | None = None
+    """A protocol in launch/protocols or a YAML path; default: the space's own for the data set."""
+    augment: str | None = None
+    epochs: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_failures: int = 2
+    allow_large: bool = False
+    criterion: str | None = None
+    seed: int | None = None
+    variant: str | None = None
+    storage: str | None = None
+    name: str | None = None
+    tracking_uri: str | None = None
+    dry_run: bool = False
+
+
+def _check_resources(options: RetrainOptions) -> None:
+    if options.workers < 1:
+        raise RetrainError(f"--workers must be >= 1, got {options.workers}")
+    if options.cpus_per_worker <= 0 or options.gpus_per_worker < 0:
+        raise RetrainError(
+            f"resources per worker must be positive (cpus {options.cpus_per_worker}, gpus {options.gpus_per_worker})"
+        )
+    if options.gpus_per_worker > 1:
+        raise RetrainError(f"--gpus-per-worker {options.gpus_per_worker}: a DDP worker drives at most one GPU")
+    if options.max_failures < -1:
+        raise RetrainError(f"--max-failures must be >= -1 (-1 = unlimited), got {options.max_failures}")
+    if options.dataset not in DATASETS:
+        raise RetrainError(f"unknown dataset {options.dataset!r}; choose from {', '.join(DATASETS)}")
+
+
+def default_protocol(space: str, dataset: str) -> str:
+    """The space's registered protocol for ``dataset`` (its ``default_protocols`` entry)."""
+    from searchspaces import get_space
+
+    protocol = get_space(space).protocol_for(dataset)
+    if protocol is None:
+        raise RetrainError(f"space {space!r} names no retraining protocol; pass --protocol")
+    return protocol
+
+
+def _protocol_config(options: RetrainOptions, space: str) -> RetrainConfig:
+    protocol = options.protocol or default_protocol(space, options.dataset)
+    config = build_retrain_config(protocol, options.overrides, augment=options.augment, epochs=options.epochs)
+    if config.spaces and space not in config.spaces:
         raise RetrainError(
             f"protocol {config.protocol!r} trains {', '.join(config.spaces)} genotypes, not {space!r}; "
-            f"use --protocol {default_protocol(space, dataset)}"
+            f"use --protocol {default_protocol(space, options.dataset)}"
         )
-    if dataset == "imagenet" and config.crop_padding:
+    if options.dataset == "imagenet" and config.crop_padding:
         raise RetrainError("streamed ImageNet uses RandomResizedCrop; set crop_padding=0")
-    info = check_data(dataset, data_dir, config, dry_run=dry_run)
+    return config
+
+
+def _check_batch(config: RetrainConfig, info: DataInfo, workers: int) -> None:
     if config.batch_size % workers:
         raise RetrainError(f"batch_size {config.batch_size} does not split evenly over {workers} workers")
     per_worker = config.batch_size // workers
@@ -205,31 +217,57 @@ def prepare_retrain(
         raise RetrainError(
             f"per-worker batch {per_worker} exceeds the {info.train_images // workers} training images per worker"
         )
-    model = build_network(space, genotype, config, info.num_classes)
-    size = measure_network(model, config.flops_resolution)
+
+
+def _check_size(size: dict[str, Any], config: RetrainConfig, allow_large: bool) -> None:
     if config.max_mult_adds_m and size["mult_adds_m"] > config.max_mult_adds_m and not allow_large:
+        res = config.flops_resolution
         raise RetrainError(
-            f"{size['mult_adds_m']:.1f}M multiply-adds at {config.flops_resolution}x{config.flops_resolution} exceeds "
+            f"{size['mult_adds_m']:.1f}M multiply-adds at {res}x{res} exceeds "
             f"the {config.protocol} limit of {config.max_mult_adds_m:g}M (mobile setting); pass --allow-large"
         )
+
+
+def prepare_retrain(options: RetrainOptions) -> RetrainSpec:
+    """Resolve and check every input and measure the network; no Ray, no MLflow writes, no training."""
+    from ostr_ray.tracking.store import TrackingError, resolve_tracking_uri
+
+    _check_resources(options)
+    storage_root = Path(options.storage or "ostr_runs").expanduser().resolve()
+    try:
+        lookup_uri = resolve_tracking_uri(options.tracking_uri, str(storage_root))
+    except TrackingError as exc:
+        raise RetrainError(str(exc)) from None
+    space, genotype, source = resolve_genotype(
+        options.genotype,
+        criterion=options.criterion,
+        seed=options.seed,
+        variant=options.variant,
+        tracking_uri=lookup_uri,
+    )
+    config = _protocol_config(options, space)
+    info = check_data(options.dataset, options.data_dir, config, dry_run=options.dry_run)
+    _check_batch(config, info, options.workers)
+    size = measure_network(build_network(space, genotype, config, info.num_classes), config.flops_resolution)
+    _check_size(size, config, options.allow_large)
     return RetrainSpec(
         space=space,
         genotype=genotype.to_str(),
         genotype_json=genotype.to_json(),
         source=source,
-        dataset=dataset,
-        data_dir=str(Path(data_dir).expanduser().resolve()) if data_dir else None,
+        dataset=options.dataset,
+        data_dir=str(Path(options.data_dir).expanduser().resolve()) if options.data_dir else None,
         config=config.to_dict(),
         num_classes=info.num_classes,
         size=size,
-        workers=workers,
-        cpus_per_worker=cpus_per_worker,
-        gpus_per_worker=gpus_per_worker,
-        max_failures=max_failures,
+        workers=options.workers,
+        cpus_per_worker=options.cpus_per_worker,
+        gpus_per_worker=options.gpus_per_worker,
+        max_failures=options.max_failures,
         storage=str(storage_root),
-        name=name or f"retrain-{space}-{config.protocol}-{time.strftime('%Y%m%d-%H%M%S')}",
+        name=options.name or f"retrain-{space}-{config.protocol}-{time.strftime('%Y%m%d-%H%M%S')}",
         # a launch dir's own store, so the retrain run lands beside (and nests under) its search runs
-        tracking_uri=tracking_uri or source.get("tracking_uri"),
+        tracking_uri=options.tracking_uri or source.get("tracking_uri"),
     )
 
 
@@ -241,7 +279,4 @@ def load_spec(run_dir: str | os.PathLike[str]) -> RetrainSpec:
 
 
 def _save_spec(spec: RetrainSpec) -> None:
-    spec.run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = spec.run_dir / (SPEC_FILE + ".tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(spec), indent=1))
-    os.replace(tmp, spec.run_dir / SPEC_FILE)
+    atomic_write_text(spec.run_dir / SPEC_FILE, json.dumps(dataclasses.asdict(spec), indent=1))

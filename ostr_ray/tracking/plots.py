@@ -7,7 +7,7 @@ notebook, or a headless node. Cell diagrams are plain matplotlib (no graphviz de
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +17,24 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ostr_ray.core.events import EpochReport
-from searchspaces import get_space
+from searchspaces import SearchSpace, get_space
 
 STRENGTH_SCORE = "ostr"
 """The score the "operation strength" panel shows (falls back to the first score a report carries)."""
 
-_SHORT_OPS = {
-    "skip_connect": "skip",
-    "nor_conv_1x1": "conv1x1",
-    "nor_conv_3x3": "conv3x3",
-    "avg_pool_3x3": "avg3x3",
-    "max_pool_3x3": "max3x3",
-    "sep_conv_3x3": "sep3x3",
-    "sep_conv_5x5": "sep5x5",
-    "dil_conv_3x3": "dil3x3",
-    "dil_conv_5x5": "dil5x5",
-}
-_DARTS_LIKE = ("darts", "pcdarts")
+CellPanels = Callable[[SearchSpace, str], list[tuple[str, Callable[[Axes], None]]]]
+"""``(space, genotype text) -> [(panel title suffix, draw(ax)), ...]``: one panel per cell type."""
+_CELL_DRAWERS: dict[str, CellPanels] = {}
 
 
-def short_op(op: str) -> str:
-    return _SHORT_OPS.get(op, op)
+def register_cell_drawer(kind: str) -> Callable[[CellPanels], CellPanels]:
+    """Register the diagram of a cell layout; a space opts in with ``SearchSpace.cell_drawing = kind``."""
+
+    def wrap(panels: CellPanels) -> CellPanels:
+        _CELL_DRAWERS[kind] = panels
+        return panels
+
+    return wrap
 
 
 def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
@@ -49,28 +46,16 @@ def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- heatmaps
-def edge_labels(space_name: str, num_edges: int) -> list[str]:
-    """Row labels of an (E, O) matrix: ``"0→1"`` for NB201, ``"$c_{k-1}$→n2"`` (mathtext) for DARTS-like."""
-    if space_name == "nb201":
-        from searchspaces.nb201_genotype import EDGES
-
-        return [f"{src}→{dst}" for dst, src in EDGES]
-    if space_name in _DARTS_LIKE:
-        from searchspaces.darts_ops import EDGES
-
-        return [f"{_darts_state(inp)}→n{node}" for node, inp in EDGES]
-    return [f"e{row}" for row in range(num_edges)]
-
-
 def _darts_state(state: int) -> str:
     return {0: "$c_{k-2}$", 1: "$c_{k-1}$"}.get(state, f"n{state - 2}")
 
 
 def _heatmap(ax: Axes, matrix: np.ndarray, rows: list[str], cols: list[str], title: str) -> None:
+    """``cols`` are short op names already."""
     values = np.asarray(matrix, dtype=np.float64)
     image = ax.imshow(values, aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_title(title, fontsize=9)
-    ax.set_xticks(range(values.shape[1]), [short_op(c) for c in cols], rotation=45, ha="right", fontsize=7)
+    ax.set_xticks(range(values.shape[1]), cols, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(values.shape[0]), rows, fontsize=7)
     # Mark each edge's largest entry: what a plain argmax would choose.
     finite = np.where(np.isfinite(values), values, -np.inf)
@@ -96,12 +81,12 @@ def report_heatmaps(report: EpochReport, score: str = STRENGTH_SCORE) -> Figure:
     panels = [("alpha", report.alphas), ("beta", report.betas)]
     if score is not None:
         panels.append((f"strength ({score})", report.scores[score]))
-    rows = edge_labels(space.name, space.num_edges)
+    rows = space.row_labels()
     fig = Figure(figsize=(4.2 * len(panels), 0.28 * space.num_edges * len(cells) + 1.6 * len(cells)))
     axes = np.atleast_2d(fig.subplots(len(cells), len(panels), squeeze=False))
     for i, cell in enumerate(cells):
         for j, (name, matrices) in enumerate(panels):
-            _heatmap(axes[i, j], matrices[cell], rows, list(space.ops), f"{cell}: {name}")
+            _heatmap(axes[i, j], matrices[cell], rows, [space.short_op(op) for op in space.ops], f"{cell}: {name}")
     fig.suptitle(f"seed {report.seed}, epoch {report.epoch}/{report.epochs} ({space.name})", fontsize=10)
     fig.tight_layout()
     return fig
@@ -170,18 +155,18 @@ def _bare(ax: Axes, title: str) -> None:
     ax.set_title(title, fontsize=8)
 
 
-def draw_nb201_cell(ax: Axes, genotype: str, title: str = "") -> None:
+def draw_nb201_cell(ax: Axes, space: SearchSpace, genotype: str, title: str = "") -> None:
     """NB201's 4-node cell, nodes in a row (0 = input, 3 = output): neighbour edges straight, the two
     skip-one edges arcing above, 0→3 arcing below; 'none' edges are left out."""
     from searchspaces.nb201_genotype import EDGES
 
-    ops = get_space("nb201").parse_genotype(genotype).ops
+    ops = space.parse_genotype(genotype).ops
     position = {node: (1.4 * node, 0.0) for node in range(4)}
     for (dst, src), op in zip(EDGES, ops):
         if op == "none":
             continue
         rad = {1: 0.0, 2: -0.55, 3: 0.4}[dst - src]
-        _arrow(ax, position[src], position[dst], short_op(op), rad)
+        _arrow(ax, position[src], position[dst], space.short_op(op), rad)
     for node, xy in position.items():
         _node(ax, xy, str(node), "#f6e3c6" if node in (0, 3) else "#dbe9f6")
     ax.set_xlim(-0.4, 4.6)
@@ -189,7 +174,9 @@ def draw_nb201_cell(ax: Axes, genotype: str, title: str = "") -> None:
     _bare(ax, title)
 
 
-def draw_darts_cell(ax: Axes, pairs: Sequence[tuple[str, int]], concat: Sequence[int], title: str = "") -> None:
+def draw_darts_cell(
+    ax: Axes, space: SearchSpace, pairs: Sequence[tuple[str, int]], concat: Sequence[int], title: str = ""
+) -> None:
     """A DARTS cell: inputs c_{k-2}, c_{k-1} on the left, the four nodes in a column (each reading two
     states; node-to-node edges bulge to the right), the output c_{k} = concat of the nodes on the right."""
     position = {0: (0.0, 1.0), 1: (0.0, -1.0)}
@@ -201,9 +188,9 @@ def draw_darts_cell(ax: Axes, pairs: Sequence[tuple[str, int]], concat: Sequence
     for k, (op, inp) in enumerate(pairs):
         node = k // 2 + 2
         if inp < 2:  # from an input: a straight edge, labelled near its node so the fan stays readable
-            _arrow(ax, position[inp], position[node], short_op(op), 0.0, label_at=0.7)
+            _arrow(ax, position[inp], position[node], space.short_op(op), 0.0, label_at=0.7)
         else:  # from an earlier node in the column: an arc to the right, wider for longer jumps
-            _arrow(ax, position[inp], position[node], short_op(op), -0.35 - 0.05 * (node - inp))
+            _arrow(ax, position[inp], position[node], space.short_op(op), -0.35 - 0.05 * (node - inp))
     _node(ax, position[0], _darts_state(0), "#f6e3c6")
     _node(ax, position[1], _darts_state(1), "#f6e3c6")
     for node in range(4):
@@ -214,35 +201,54 @@ def draw_darts_cell(ax: Axes, pairs: Sequence[tuple[str, int]], concat: Sequence
     _bare(ax, title)
 
 
-def cell_figure(space_name: str, genotypes: Mapping[str, str]) -> Figure:
-    """Diagrams of several genotypes of one space (e.g. per criterion, or per seed), one row each.
+@register_cell_drawer("nb201")
+def _nb201_panels(space: SearchSpace, text: str) -> list[tuple[str, Callable[[Axes], None]]]:
+    return [("", lambda ax, title="": draw_nb201_cell(ax, space, text, title))]
 
-    NB201 draws one cell per genotype; DARTS-like spaces draw the normal and the reduce cell side by side.
-    """
-    items = [(name, text) for name, text in genotypes.items() if text]
-    darts = space_name in _DARTS_LIKE
-    cols = 2 if darts else 1
+
+@register_cell_drawer("darts")
+def _darts_panels(space: SearchSpace, text: str) -> list[tuple[str, Callable[[Axes], None]]]:
+    genotype = space.parse_genotype(text)
+    return [
+        (
+            cell,
+            lambda ax, title="", cell=cell: draw_darts_cell(
+                ax, space, getattr(genotype, cell), getattr(genotype, f"{cell}_concat"), title
+            ),
+        )
+        for cell in ("normal", "reduce")
+    ]
+
+
+def _text_panels(space: SearchSpace, text: str) -> list[tuple[str, Callable[[Axes], None]]]:
+    """The fallback for a space without a registered diagram: its compact genotype as text."""
+
+    def draw(ax: Axes, title: str = "") -> None:
+        ax.text(0.5, 0.5, f"{title}\n{space.compact(text)}", ha="center", va="center", fontsize=7, wrap=True)
+
+    return [("", draw)]
+
+
+def cell_figure(space_name: str, genotypes: Mapping[str, str]) -> Figure:
+    """Diagrams of several genotypes of one space (e.g. per criterion, or per seed), one row each, drawn by
+    the space's registered cell diagram (one panel per cell type); single-panel cells wrap into 3 columns."""
+    space = get_space(space_name)
+    panels_of = _CELL_DRAWERS.get(space.cell_drawing or "", _text_panels)
+    items = [(name, panels_of(space, text)) for name, text in genotypes.items() if text]
+    per_item = max((len(p) for _, p in items), default=1)
     n = max(len(items), 1)
-    if not darts:  # small NB201 cells: wrap into up to 3 columns
-        cols = min(3, n)
-    nrows = -(-n // cols) if not darts else n
-    fig = Figure(figsize=(4.6 * cols, (3.6 if darts else 2.3) * nrows + 0.3))
+    cols = per_item if per_item > 1 else min(3, n)
+    nrows = n if per_item > 1 else -(-n // cols)
+    fig = Figure(figsize=(4.6 * cols, (3.6 if per_item > 1 else 2.3) * nrows + 0.3))
     axes = np.atleast_2d(fig.subplots(nrows, cols, squeeze=False))
     for ax in axes.flat:
         ax.set_axis_off()
     if not items:
         axes[0, 0].text(0.5, 0.5, "no genotype yet", ha="center", va="center")
-    for i, (name, text) in enumerate(items):
-        if darts:
-            genotype = get_space(space_name).parse_genotype(text)
-            for j, cell in enumerate(("normal", "reduce")):
-                pairs, concat = getattr(genotype, cell), getattr(genotype, f"{cell}_concat")
-                draw_darts_cell(axes[i, j], pairs, concat, f"{name}: {cell}")
-        elif space_name == "nb201":
-            draw_nb201_cell(axes[i // cols, i % cols], text, name)
-        else:
-            ax = axes[i // cols, i % cols]
-            ax.text(0.5, 0.5, f"{name}\n{text}", ha="center", va="center", fontsize=7, wrap=True)
+    for i, (name, panels) in enumerate(items):
+        for j, (suffix, draw) in enumerate(panels):
+            ax = axes[i, j] if per_item > 1 else axes[i // cols, i % cols]
+            draw(ax, f"{name}: {suffix}" if suffix else name)
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,118 @@
+"""``ostr-ray launch`` (seeds x variants on Ray Tune, or ``--resume``) and ``ostr-ray status``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from ostr_ray.cli.errors import cli_errors, err
+from ostr_ray.cli.options import ClusterOptions, DataOptions, OutputOptions, StopOptions, with_options
+
+
+@cli_errors
+@with_options(DataOptions, StopOptions, ClusterOptions, OutputOptions)
+def launch(
+    data: DataOptions,
+    stop: StopOptions,
+    where: ClusterOptions,
+    output: OutputOptions,
+    preset: Annotated[str, typer.Option(help="Preset for every trial (see `ostr-ray presets`).")] = "demo",
+    seeds: Annotated[str, typer.Option(help="A count (5 = seeds 0..4) or a list (3,7,11).")] = "5",
+    spaces: Annotated[str | None, typer.Option(help="Variants: spaces (nb201,darts,pcdarts) or presets.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue the interrupted launch at this path.")] = None,
+) -> None:
+    """Search several seeds (and variants) side by side on Ray Tune, with consensus and early stop."""
+    from ostr_ray.console.live import LaunchView
+    from ostr_ray.orchestration.run import resume_launch, run_launch
+
+    if resume:
+        from ostr_ray.experiment import LaunchDir
+
+        view = LaunchView(LaunchDir(resume).read_spec().criterion, quiet=output.quiet)
+        report = resume_launch(resume, listeners=[view], view=view, address=where.address)
+    else:
+        spec = _spec(data, stop, where, preset, seeds, spaces)
+        view = LaunchView(spec.criterion, quiet=output.quiet)
+        report = run_launch(spec, listeners=[view], view=view, address=where.address)
+    print_report(report, as_json=output.json_out)
+    _print_mlflow_hint(report)
+
+
+def _spec(data: DataOptions, stop: StopOptions, where: ClusterOptions, preset: str, seeds: str, spaces: Any) -> Any:
+    from ostr_ray.orchestration.spec import LaunchOptions, build_spec
+
+    return build_spec(
+        LaunchOptions(
+            preset=preset,
+            spaces=spaces,
+            seeds=seeds,
+            storage=where.storage,
+            name=where.name,
+            overrides=data.overrides(),
+            cpus_per_trial=where.cpus_per_trial,
+            gpus_per_trial=where.gpus_per_trial,
+            max_failures=where.max_failures,
+            criterion=stop.criterion,
+            patience=stop.patience,
+            agreement=stop.agreement,
+            seed_stop=stop.seed_stop,
+            experiment_stop=stop.experiment_stop,
+            tracking_uri=where.tracking_uri,
+        )
+    )
+
+
+def _print_mlflow_hint(report: Any) -> None:
+    """Last line of a launch: how to open its MLflow record (stderr, so --json output stays clean)."""
+    from ostr_ray.tracking.store import is_server, ui_command
+
+    record = report.mlflow
+    uri = record.tracking_uri or ""
+    if is_server(uri):
+        run = record.parent_run_id
+        where = f"{uri.rstrip('/')}/#/experiments/{record.experiment_id}/runs/{run}" if run else uri
+        err.print(f"MLflow: {where}", highlight=False, soft_wrap=True, markup=False)
+    else:
+        err.print(f"MLflow UI: {ui_command(report.experiment_path)}", highlight=False, soft_wrap=True, markup=False)
+
+
+def print_report(report: Any, *, as_json: bool) -> None:
+    """A launch report as the closing tables (or JSON on stdout)."""
+    from ostr_ray.console.summary import report_table
+    from ostr_ray.experiment.layout import REPORT
+
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=1))
+        return
+    out = Console()
+    out.print(report_table(report))
+    out.print(f"report: {report.experiment_path}/{REPORT}", highlight=False, markup=False)
+
+
+@cli_errors
+def status(
+    path: Annotated[str, typer.Argument(help="A launch's experiment directory (or URI).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show a running, interrupted or finished launch from its coordinator snapshot."""
+    from ostr_ray.console.summary import launch_summary_table
+    from ostr_ray.orchestration.status import launch_status
+
+    found = launch_status(path)
+    if json_out:
+        typer.echo(json.dumps(found.to_json(), indent=1))
+        return
+    shown = found.report or found.summary
+    out = Console()
+    out.print(
+        launch_summary_table(
+            shown,
+            stop_reason=found.stop_reason,
+            ground_truth=found.report.ground_truth if found.report else None,
+            trial_hours=found.report.search_cost_trial_hours if found.report else None,
+        )
+    )
+    out.print(f"state: {found.state}", highlight=False, markup=False)

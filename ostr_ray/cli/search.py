@@ -1,0 +1,76 @@
+"""``ostr-ray search``: one seed in this process, with a checkpoint every epoch and a search record at the end."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ostr_ray.cli.errors import cli_errors, err
+from ostr_ray.cli.options import DataOptions, with_options
+
+
+@cli_errors
+@with_options(DataOptions)
+def search(
+    data: DataOptions,
+    preset: Annotated[str, typer.Option(help="Preset name (see `ostr-ray presets`) or a YAML path.")] = "demo",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    criterion: Annotated[str | None, typer.Option(help="Criterion Algorithm 1 watches.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Algorithm 1: stop when stable this many epochs.")] = None,
+    tie_se: Annotated[float | None, typer.Option(help="Ignore flips between ops within k SEs.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output dir (checkpoints, report.json).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the search in this output dir.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Plain per-epoch lines, no progress bar.")] = False,
+) -> None:
+    """Run one seed's search in this process, with checkpoints every epoch."""
+    from ostr_ray.core.checkpoint import read_checkpoint
+
+    overrides = data.overrides(
+        seed=seed, criterion=criterion, patience=patience, tie_se=tie_se, threads=threads, device=device
+    )
+    saved = read_checkpoint(resume) if resume is not None else None  # read once: config and start epoch
+    config, out = _config_and_out(preset, seed, overrides, saved, out or resume)
+    result = _run(config, out, saved, quiet)
+    _print_result(out, config, result)
+
+
+def _config_and_out(preset: str, seed: int, overrides: dict[str, Any], saved: Any, out: Path | None) -> tuple:
+    from ostr_ray.core.config import build_config, config_from_dict
+
+    if saved is not None:
+        return config_from_dict({**saved["config"], **{k: v for k, v in overrides.items() if k != "seed"}}), out
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return build_config(preset, overrides), out or Path("ostr_runs") / f"search-{Path(preset).stem}-seed{seed}-{stamp}"
+
+
+def _run(config: Any, out: Path, saved: Any, quiet: bool) -> Any:
+    from ostr_ray.console.progress import RichSearchProgress
+    from ostr_ray.core.search import Searcher
+
+    start = saved["epoch"] if saved is not None else 0
+    progress = RichSearchProgress(config.epochs, config.criterion, start_epoch=start, quiet=quiet)
+    try:
+        if saved is not None:
+            searcher = Searcher.resume(out, config=config, state=saved, out_dir=out, callbacks=[progress])
+        else:
+            searcher = Searcher(config, out_dir=out, callbacks=[progress])
+        return searcher.run()
+    finally:
+        progress.close()
+
+
+def _print_result(out: Path, config: Any, result: Any) -> None:
+    from rich.text import Text
+
+    from ostr_ray.experiment import SearchDir, SearchRecord
+
+    path = SearchDir(out).write_record(SearchRecord(config.to_dict(), result))
+    err.print(Text.assemble(("stopped:", "bold"), f" {result.stop_reason}"))
+    for crit, genotype in result.final_genotypes.items():
+        err.print(f"  {crit:>10}: {genotype}", highlight=False, markup=False)
+    err.print(f"report: {path}", highlight=False, markup=False)

@@ -1,0 +1,179 @@
+"""The experiment directories and every file name in them, spelled once.
+
+A launch directory (``<storage>/<name>``)::
+
+    launch.json          LaunchSpec: what was launched (read again by --resume)
+    coordinator.json     CoordinatorSnapshot: the cross-seed summary, rewritten after every event
+    history.json         the coordinator's full state: every trial's epoch reports, every epoch's statistics
+    report.json          LaunchReport: written when the launch ends
+    mlflow_runs.json     MlflowRunMap: where the launch is recorded in MLflow
+    mlflow.db            the launch's own SQLite MLflow store (unless --tracking-uri points elsewhere)
+    mlartifacts/         that store's artifacts
+    evidence.md, evidence.json, fig_*.png    written by ``ostr-ray report``
+    <variant>-seed<k>/   one trial: Tune's files, worker.pid, and its search's report.json (a SearchRecord)
+
+A search directory (``ostr-ray search --out``): ``checkpoint.pt`` and ``report.json`` (a SearchRecord).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ostr_ray.core.checkpoint import CHECKPOINT_NAME
+from ostr_ray.core.summaries import LaunchSummary
+from ostr_ray.experiment.records import (
+    CoordinatorSnapshot,
+    LaunchReport,
+    LaunchSpec,
+    MlflowRunMap,
+    RecordError,
+    SearchRecord,
+)
+from ostr_ray.experiment.storage import Storage
+
+LAUNCH_SPEC = "launch.json"
+SNAPSHOT = "coordinator.json"
+HISTORY = "history.json"
+REPORT = "report.json"
+MLFLOW_RUNS = "mlflow_runs.json"
+TRACKING_DB = "mlflow.db"
+ARTIFACTS = "mlartifacts"
+WORKER_PID = "worker.pid"
+SEARCH_REPORT = REPORT
+CHECKPOINT = CHECKPOINT_NAME
+
+
+def trial_dirname(variant: str, seed: int) -> str:
+    """The one name of a trial's folder under the experiment (Tune's trial dir, pid file, search record)."""
+    return f"{variant}-seed{seed}"
+
+
+def trial_run_name(variant: str, seed: int) -> str:
+    """``<variant>/<seed>``: a trial's key in :class:`MlflowRunMap` and its MLflow tag."""
+    return f"{variant}/{seed}"
+
+
+class LaunchDirError(ValueError):
+    """A path that is not (yet) a launch directory, or a file in it that cannot be read; one line."""
+
+
+def _load_json(storage: Storage, name: str) -> Any | None:
+    text = storage.read_text(name)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LaunchDirError(f"{storage.path(name)} is not valid JSON ({exc}); was it cut off?") from None
+
+
+class LaunchDir:
+    """A launch's directory: where each file is, and each record read or written through its class."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.storage = Storage(path)
+        self.path = self.storage.root
+
+    def __repr__(self) -> str:
+        return f"LaunchDir({self.path!r})"
+
+    @property
+    def is_remote(self) -> bool:
+        return self.storage.is_remote
+
+    def file(self, name: str) -> str:
+        return self.storage.path(name)
+
+    def trial(self, variant: str, seed: int) -> Storage:
+        return self.storage.child(trial_dirname(variant, seed))
+
+    def is_launch(self) -> bool:
+        return self.storage.exists(LAUNCH_SPEC) or self.storage.exists(SNAPSHOT)
+
+    # -- records -------------------------------------------------------------------------------------------
+    def _read(self, name: str, parse: Any, *, required: bool) -> Any:
+        data = _load_json(self.storage, name)
+        if data is None:
+            if required:
+                raise LaunchDirError(f"no {name} in {self.path}; is it an ostr-ray launch directory?")
+            return None
+        try:
+            return parse(data, self.file(name))
+        except RecordError as exc:
+            raise LaunchDirError(str(exc)) from None
+
+    def read_spec(self) -> LaunchSpec:
+        return self._read(LAUNCH_SPEC, LaunchSpec.from_json, required=True)
+
+    def write_spec(self, spec: LaunchSpec) -> None:
+        self.storage.write_text(LAUNCH_SPEC, json.dumps(spec.to_json(), indent=1))
+
+    def read_snapshot(self, *, required: bool = True) -> CoordinatorSnapshot | None:
+        return self._read(SNAPSHOT, CoordinatorSnapshot.from_json, required=required)
+
+    def write_snapshot(self, summary: LaunchSummary) -> None:
+        snapshot = CoordinatorSnapshot.of(summary)
+        self.storage.write_text(SNAPSHOT, json.dumps(snapshot.to_json(), indent=1))
+
+    def read_report(self, *, required: bool = True) -> LaunchReport | None:
+        return self._read(REPORT, LaunchReport.from_json, required=required)
+
+    def write_report(self, report: LaunchReport) -> None:
+        self.storage.write_text(REPORT, json.dumps(report.to_json(), indent=1))
+
+    def read_history(self) -> dict[str, Any] | None:
+        """The coordinator's state (``Coordinator.from_state`` rebuilds it); None before the launch ended."""
+        return _load_json(self.storage, HISTORY)
+
+    def write_history(self, state: dict[str, Any]) -> None:
+        self.storage.write_text(HISTORY, json.dumps(state))
+
+    def read_runs(self) -> MlflowRunMap | None:
+        return self._read(MLFLOW_RUNS, MlflowRunMap.from_json, required=False)
+
+    def write_runs(self, runs: MlflowRunMap) -> None:
+        self.storage.write_text(MLFLOW_RUNS, json.dumps(runs.to_json(), indent=1))
+
+    def write_search_record(self, variant: str, seed: int, record: SearchRecord) -> None:
+        SearchDir(self.trial(variant, seed).root).write_record(record)
+
+    # -- the local MLflow store ------------------------------------------------------------------------
+    def tracking_db_uri(self) -> str:
+        if self.is_remote:
+            raise LaunchDirError(f"{self.path} is remote storage: it has no local MLflow database")
+        return f"sqlite:///{Path(self.path) / TRACKING_DB}"
+
+    def has_tracking_db(self) -> bool:
+        return not self.is_remote and (Path(self.path) / TRACKING_DB).is_file()
+
+    def artifacts_location(self) -> str:
+        return self.file(ARTIFACTS) if self.is_remote else (Path(self.path) / ARTIFACTS).as_uri()
+
+
+class SearchDir:
+    """One seed's search directory: its checkpoint and its :class:`SearchRecord`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.storage = Storage(path)
+        self.path = self.storage.root
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.path) / CHECKPOINT
+
+    def has_record(self) -> bool:
+        return self.storage.exists(SEARCH_REPORT)
+
+    def read_record(self) -> SearchRecord:
+        data = _load_json(self.storage, SEARCH_REPORT)
+        if data is None:
+            raise LaunchDirError(f"no {SEARCH_REPORT} in {self.path}; is it an ostr-ray search directory?")
+        try:
+            return SearchRecord.from_json(data, self.storage.path(SEARCH_REPORT))
+        except RecordError as exc:
+            raise LaunchDirError(str(exc)) from None
+
+    def write_record(self, record: SearchRecord) -> str:
+        return self.storage.write_text(SEARCH_REPORT, json.dumps(record.to_json(), indent=1))

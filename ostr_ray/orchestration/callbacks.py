@@ -1,0 +1,114 @@
+"""The driver side of a launch inside Ray Tune: the coordinator as a ``tune.Callback`` and a ``tune.Stopper``.
+
+The coordinator's history travels in Tune's experiment state through ``get_state``/``set_state``, so a
+restored experiment continues with every epoch it had summarised; its snapshot (``coordinator.json``) is
+rewritten after every event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+from ostr_ray.core.coordinator import Coordinator, TrialKey
+from ostr_ray.core.events import call
+from ostr_ray.experiment import LaunchDir
+from ostr_ray.experiment.storage import add_mirror
+from ostr_ray.orchestration.trial import FAILED_KEY, STOP_KEY, reports_in
+
+
+def trial_key(trial: Any) -> TrialKey:
+    params = trial.config["trial"]
+    return TrialKey(params["variant"], int(params["seed"]))
+
+
+class CoordinatorCallback(tune.Callback):
+    """Feeds every trial's epoch reports to the :class:`Coordinator`; snapshots it beside the experiment.
+
+    Listeners (the live view, the MLflow recorder) get ``on_trial_report(key, report)`` for every report,
+    epochs re-sent by a retried or restored trial included, ``on_epoch_stats(stats)``, and, where they have
+    it, ``on_trial_finished(key, status, reason)`` once a trial ends (finished, stopped or failed).
+    """
+
+    def __init__(self, coordinator: Coordinator, experiment_path: str) -> None:
+        self.coordinator = coordinator
+        self.experiment_path = experiment_path
+        self.view: Any = None
+        self.listeners: list[Any] = []
+
+    def __getstate__(self) -> dict[str, Any]:  # the live view and listeners are process-local
+        return {**self.__dict__, "view": None, "listeners": []}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._remember_staging(trial)
+        key = trial_key(trial)
+        new_stats = []
+        for report in reports_in(result):
+            new_stats += self.coordinator.update(key, report)
+            for listener in self.listeners:
+                listener.on_trial_report(key, report)
+        if FAILED_KEY in result:
+            new_stats += self.coordinator.mark_finished(key, "failed", result[FAILED_KEY])
+        self._relay_stats(new_stats)
+        if FAILED_KEY in result:
+            self._relay_finished(key)
+        self._snapshot()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        key = trial_key(trial)
+        if self.coordinator.trial_status(key)[0] != "failed":  # a failed one was relayed when it said so
+            self._relay_stats(self.coordinator.mark_finished(key, "finished"))
+            self._relay_finished(key)
+        self._snapshot()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        key = trial_key(trial)
+        error = getattr(trial, "error_file", None) or "trial raised an error"
+        self._relay_stats(self.coordinator.mark_finished(key, "failed", f"error after retries ({error})"))
+        self._relay_finished(key)
+        self._snapshot()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.view is not None:
+            self.view.close()
+        self._snapshot()
+
+    def get_state(self) -> dict[str, Any]:
+        return self.coordinator.state_dict()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.coordinator.load_state_dict(state)
+
+    def _relay_stats(self, new_stats: list) -> None:
+        for listener in self.listeners:
+            for stats in new_stats:
+                listener.on_epoch_stats(stats)
+
+    def _relay_finished(self, key: TrialKey) -> None:
+        status, reason = self.coordinator.trial_status(key)
+        call(self.listeners, "on_trial_finished", key, status, reason)
+
+    def _snapshot(self) -> None:
+        LaunchDir(self.experiment_path).write_snapshot(self.coordinator.summary())
+        if self.view is not None:
+            self.view.refresh()
+
+    def _remember_staging(self, trial: Any) -> None:
+        """Tune's driver staging copy of the experiment must receive our files too (see experiment.storage)."""
+        staging = getattr(getattr(trial, "storage", None), "experiment_driver_staging_path", None)
+        if staging:
+            add_mirror(self.experiment_path, staging)
+
+
+class ConsensusStopper(tune.Stopper):
+    """Stops a trial when its seed reached Algorithm 1's rule, and all trials once the consensus held."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return bool(result.get(STOP_KEY))
+
+    def stop_all(self) -> bool:
+        return self.coordinator.experiment_should_stop() is not None

@@ -1,0 +1,119 @@
+"""Which MLflow store a launch or a retrain records into, a fail-fast check that it works, and the UI backend.
+
+Recording goes through an explicit :class:`mlflow.MlflowClient` with an explicit tracking URI: never the fluent
+API's global active run, never an implicit ``./mlruns`` (MLflow 3 refuses the plain file store unless allowed,
+and a stray ``./mlruns`` in the working directory changes MLflow's default URI).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlparse
+
+from mlflow import MlflowClient
+
+from ostr_ray.experiment import LaunchDir, LaunchDirError
+
+CHECK_TIMEOUT_S = 5
+_HTTP_SCHEMES = ("http", "https", "databricks", "databricks-uc")
+
+
+class TrackingError(ValueError):
+    """The MLflow tracking store is unusable; one line naming the URI, raised before any trial starts."""
+
+
+def default_tracking_uri(launch_path: str) -> str:
+    """``sqlite:///<launch dir>/mlflow.db``: the launch's own store, beside its checkpoints."""
+    try:
+        return LaunchDir(launch_path).tracking_db_uri()
+    except LaunchDirError:
+        raise TrackingError(
+            f"storage {launch_path!r} is remote, so the launch has no local MLflow database: give "
+            "--tracking-uri http://<mlflow server> (or set MLFLOW_TRACKING_URI)"
+        ) from None
+
+
+def resolve_tracking_uri(flag: str | None, launch_path: str) -> str:
+    """``--tracking-uri`` > ``MLFLOW_TRACKING_URI`` > the launch's own SQLite database."""
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(launch_path)
+
+
+def is_server(uri: str) -> bool:
+    """An MLflow tracking server (HTTP), as opposed to a database or file store this process opens itself."""
+    return urlparse(uri).scheme in _HTTP_SCHEMES
+
+
+def client(uri: str | None) -> MlflowClient:
+    quiet_mlflow()
+    return MlflowClient(tracking_uri=uri)
+
+
+def quiet_mlflow() -> None:
+    """A new SQLite store logs its schema migrations at INFO; the launch's live view has no room for it."""
+    for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_tracking_uri(uri: str, timeout: int = CHECK_TIMEOUT_S) -> None:
+    """One cheap real call against the store; :class:`TrackingError` (one line naming ``uri``) if it fails.
+
+    HTTP stores are asked with a short timeout and no retries (MLflow's defaults retry for minutes), so an
+    unreachable server fails the launch in seconds, before Ray starts. A SQLite store is created here.
+    """
+    settings = {}
+    if is_server(uri):
+        settings = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    try:
+        with _environ(**settings):
+            client(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        if is_server(uri):
+            cause = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+            timed_out = "timed out" in str(exc).lower() or "timeout" in str(exc).lower()
+            why = cause.group(1).strip() if cause else f"no answer within {timeout} s" if timed_out else one_line(exc)
+            raise TrackingError(f"cannot reach the MLflow server at --tracking-uri {uri!r}: {why}") from None
+        why = one_line(exc)
+        if urlparse(uri).scheme in ("", "file") and "filesystem tracking backend" in str(exc):
+            why = "MLflow 3 refuses the plain file store; use sqlite:///<path>/mlflow.db or an http(s) server"
+        raise TrackingError(f"cannot use MLflow tracking URI {uri!r}: {why}") from None
+
+
+def ui_backend_uri(path: str) -> str:
+    """The store ``ostr-ray ui PATH`` should open: the launch's recorded URI, else its own SQLite file."""
+    launch = LaunchDir(path)
+    try:
+        runs = launch.read_runs()
+    except LaunchDirError:
+        runs = None
+    if runs is not None and runs.tracking_uri:
+        return runs.tracking_uri
+    if not launch.has_tracking_db():
+        raise TrackingError(f"no MLflow record in {path!r} (no mlflow_runs.json or mlflow.db); is it a launch?")
+    return launch.tracking_db_uri()
+
+
+def ui_command(launch_path: str) -> str:
+    return f"ostr-ray ui {launch_path}"

@@ -1,0 +1,92 @@
+"""Memory guard: a probe at batch 2 scaled to the real batch; a config that cannot fit is refused in one line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ostr_ray.core.config import ConfigError, build_config
+from ostr_ray.core.memory import (
+    HEADROOM,
+    available_memory,
+    check_search_memory,
+    estimate_search_memory,
+)
+from tests.conftest import tiny_overrides
+
+GB = 1e9
+
+
+def test_a_config_too_large_for_the_node_is_refused_in_one_line():
+    # PC-DARTS' ImageNet search at its own batch of 1024 on a node with 8 GB: the probe runs at batch 2
+    config = build_config("pcdarts-imagenet", {"data_dir": "/imagenet", "device": "cpu"})
+    with pytest.raises(ConfigError) as err:
+        check_search_memory(config, available_bytes=int(8 * GB))
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("needs ~") and message.endswith(
+        " GB per trial, node has 8.0 GB; lower batch_size or add --gpus-per-trial"
+    )
+    needed = float(message.removeprefix("needs ~").split(" GB")[0])
+    assert 8 < needed == pytest.approx(estimate_search_memory(config).total_bytes / GB, abs=0.051)
+
+
+def test_a_config_that_fits_passes_and_says_what_it_needs():
+    config = build_config(None, tiny_overrides(device="cpu"))
+    estimate = check_search_memory(config)  # this machine's free RAM
+    assert 0 < estimate.total_bytes < available_memory(torch.device("cpu"))
+    assert check_search_memory(config, available_bytes=estimate.total_bytes) == estimate
+    with pytest.raises(ConfigError, match="node has 0.0 GB"):
+        check_search_memory(config, available_bytes=estimate.total_bytes - 1)
+    assert (estimate.batch_size, estimate.resolution, estimate.device) == (16, 8, "cpu")
+    assert "per trial on cpu at batch 16, 8x8" in estimate.summary()
+
+
+def test_activations_are_extrapolated_affinely_from_the_probes():
+    def at(batch: int, **kw):
+        return estimate_search_memory(build_config(None, tiny_overrides(device="cpu", batch_size=batch)), **kw)
+
+    estimates = {b: at(b) for b in (8, 36, 64)}
+    act = {b: e.activation_bytes for b, e in estimates.items()}
+    assert act[8] < act[36] < act[64] and act[36] == pytest.approx((act[8] + act[64]) / 2, abs=8)
+    # the probe batch does not matter
+    assert at(64, probe_batch=8).activation_bytes == pytest.approx(act[64], abs=8)
+    assert estimates[8].state_bytes == estimates[64].state_bytes > 0
+    assert estimates[64].input_bytes == 2 * 64 * 3 * 8 * 8 * 4
+
+
+def test_the_probe_counts_what_autograd_keeps_for_backward():
+    """The estimate at batch B is the bytes a real training forward at B saves (parameters aside), plus headroom."""
+    config = build_config(
+        None, tiny_overrides(device="cpu", batch_size=8, space="darts", space_kwargs={"C": 4, "layers": 3})
+    )
+    from searchspaces import get_space
+
+    model = get_space("darts").build_supernet(num_classes=10, **config.space_kwargs).train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def keep(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in params:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        model(torch.randn(8, 3, 8, 8))
+    estimate = estimate_search_memory(config)
+    assert estimate.activation_bytes == pytest.approx(HEADROOM["cpu"] * sum(saved.values()), abs=8)
+
+
+def test_the_probe_leaves_the_random_stream_alone():
+    config = build_config(None, tiny_overrides(device="cpu"))
+    torch.manual_seed(5)
+    estimate_search_memory(config)
+    after_probe = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after_probe, torch.rand(3))
+
+
+def test_second_order_needs_more_state():
+    first = estimate_search_memory(build_config(None, tiny_overrides(device="cpu")))
+    second = estimate_search_memory(build_config(None, tiny_overrides(device="cpu", order="second")))
+    assert second.state_bytes > first.state_bytes and second.activation_bytes == first.activation_bytes

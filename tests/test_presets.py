@@ -1,0 +1,111 @@
+"""Every search preset and retraining protocol in ``launch/`` can start: its exact network is built and trained
+for a step or two on generated data at its own resolution (CPU, batch 2). Parametrised over the YAML files found,
+so a new preset or protocol is covered without touching this file; one that cannot start fails here, not on a
+user's cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ostr_ray.core.config import SearchConfig, build_config, list_presets, load_preset
+from ostr_ray.core.search import Searcher
+from ostr_ray.core.search_data import SearchData
+from ostr_ray.data import AugmentSpec, BatchStream, ImageData
+from ostr_ray.retrain.protocols import build_retrain_config, list_protocols
+from searchspaces import get_space
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET_CLASSES = {"cifar10": 10, "digits": 10, "synthetic": 10, "cifar100": 100}
+NATIVE_RESOLUTION = {"cifar10": 32, "cifar100": 32, "digits": 16, "synthetic": 16}
+
+
+def preset_classes(config: SearchConfig) -> int:
+    """10 for cifar10/digits, 100 for cifar100; an image folder the preset names and this machine has counts
+    its class folders (the CPU proxies' CIFAR-10 tree), any other is the user's ImageNet (1000)."""
+    if config.dataset != "imagefolder":
+        return DATASET_CLASSES[config.dataset]
+    root = REPO / config.data_dir if config.data_dir else None
+    if root is None or not root.is_dir():
+        return 1000
+    root = root / "train" if (root / "train").is_dir() else root
+    return sum(1 for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+
+
+def generated_images(n: int, classes: int, resolution: int, seed: int) -> ImageData:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, resolution, resolution), dtype=torch.uint8, generator=g)
+    labels = torch.tensor([(i * 7919) % classes for i in range(n)])  # spread over the whole label range
+    return ImageData(images, labels, classes, [f"c{i}" for i in range(classes)], (0.5,) * 3, (0.25,) * 3)
+
+
+def preset_search(name: str) -> tuple[Searcher, int]:
+    """A Searcher over the preset's exact supernet, batch 2, generated data at the preset's resolution."""
+    values = load_preset(name)
+    config = build_config(
+        name, {"batch_size": 2, "device": "cpu", "threads": 1, "data_dir": values.get("data_dir", "/generated")}
+    )
+    resolution = config.image_size or NATIVE_RESOLUTION[config.dataset]
+    classes = preset_classes(config)
+    augment = AugmentSpec(config.crop_padding, config.horizontal_flip, config.cutout)
+    train, val = (
+        BatchStream(generated_images(4, classes, resolution, seed), 2, seed=0, augment=augment, stream_id=seed)
+        for seed in (0, 1)
+    )
+    return Searcher(config, data=SearchData(train, val, classes, 3)), resolution
+
+
+# The heaviest, darts-cifar10 (C=16, 8 full-channel cells at 32x32) and darts-imagenet, take ~5 s each on one
+# CPU thread: none needs the slow mark.
+@pytest.mark.parametrize("name", list_presets())
+def test_preset_builds_its_supernet_and_takes_two_search_steps(name):
+    searcher, resolution = preset_search(name)
+    values = load_preset(name)  # the YAML as written: the network must be exactly its space_kwargs'
+    exact = get_space(values["space"]).build_supernet(
+        num_classes=searcher.data.num_classes, **values.get("space_kwargs", {})
+    )
+    assert [(n, p.shape) for n, p in searcher.model.named_parameters()] == [
+        (n, p.shape) for n, p in exact.named_parameters()
+    ]
+    before = {n: p.detach().clone() for n, p in searcher.model.named_parameters()}
+    batches = zip(searcher.data.train.epoch(0), searcher.data.val.epoch(0))
+    for step, (train_batch, val_batch) in enumerate(batches):
+        assert tuple(train_batch[0].shape) == (2, 3, resolution, resolution)
+        _, finite = searcher.train_step(train_batch, val_batch, arch_active=True)
+        assert bool(finite), f"{name}: non-finite loss at step {step}"
+    assert step == 1 and searcher.accumulator.count == 2
+    moved = [n for n, p in searcher.model.named_parameters() if not torch.equal(p, before[n])]
+    assert set(searcher.model.alphas) and all(f"alphas.{c}" in moved for c in searcher.model.alphas)
+    assert len(moved) > len(before) // 2, f"{name}: the weight step left most weights unchanged"
+
+
+def _random_genotype(space_name: str):
+    space = get_space(space_name)
+    g = torch.Generator().manual_seed(0)
+    return space.decode({cell: torch.rand(space.alpha_shape, generator=g) for cell in space.cell_types})
+
+
+@pytest.mark.parametrize("name", list_protocols())
+def test_protocol_builds_its_eval_network_and_takes_one_training_step(name):
+    from ostr_ray.retrain.network import build_network
+    from ostr_ray.retrain.worker import make_optimizer, train_step
+
+    config = build_retrain_config(name, {"batch_size": 2})
+    resolution = config.image_size or 32
+    classes = 1000 if config.network_kind == "imagenet" else 10
+    torch.manual_seed(0)
+    net = build_network(config.spaces[0], _random_genotype(config.spaces[0]), config, classes).train()
+    if hasattr(net, "drop_path_prob"):
+        net.drop_path_prob = config.drop_path_prob
+    before = [p.detach().clone() for p in net.parameters()]
+    x = torch.randn(2, 3, resolution, resolution, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, classes - 1])
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    loss, logits = train_step(
+        net, x, y, criterion=criterion, optimizer=make_optimizer(net, config), config=config, amp=False
+    )
+    assert logits.shape == (2, classes) and torch.isfinite(loss)
+    assert any(not torch.equal(p, b) for p, b in zip(net.parameters(), before))
