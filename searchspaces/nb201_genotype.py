@@ -185,21 +185,31 @@ def parse_genotype(text: str) -> NB201Genotype:
 # --------------------------------------------------------------------------------------------- decode
 
 
-def decode(scores: Scores, edge_weights: Scores | None = None) -> NB201Genotype:
-    """Per edge, the highest-scoring op other than ``'none'``; ties go to the lowest op index.
+NB201_NONE_MODES: tuple[str, ...] = ("exclude", "include")
+"""How the decoder treats ``'none'`` (the ``nb201_none`` setting): ``exclude`` never picks it (the OStr-DARTS
+authors' code; the default), ``include`` lets it compete in the argmax like any other op (xautodl's DARTS
+baseline on NB201, whose ``genotype()`` takes the argmax over all five ops)."""
+
+
+def decode(scores: Scores, edge_weights: Scores | None = None, *, nb201_none: str = "exclude") -> NB201Genotype:
+    """Per edge, the highest-scoring op (``'none'`` only with ``nb201_none="include"``); ties go to the lowest
+    op index (with ``include``, to ``'none'``, as torch's argmax in xautodl).
 
     The comparison runs in Python floats (float64) so ties are broken the same way on every device and
     torch version. ``edge_weights["normal"]`` ((6,)) multiplies the rows when given; a positive per-edge
     factor cannot change a per-edge argmax, it is accepted for the shared ``decode`` signature.
     """
+    if nb201_none not in NB201_NONE_MODES:
+        raise SearchSpaceError(f"nb201_none must be one of {', '.join(NB201_NONE_MODES)}, got {nb201_none!r}")
+    first = NONE if nb201_none == "include" else SKIP
     rows = _score_rows(scores)
     if edge_weights is not None:
         factors = _edge_factors(edge_weights)
         rows = [[value * factor for value in row] for row, factor in zip(rows, factors, strict=True)]
     ops = []
     for row in rows:
-        best = SKIP
-        for op_index in range(SKIP + 1, len(OPS)):
+        best = first
+        for op_index in range(first + 1, len(OPS)):
             if row[op_index] > row[best]:
                 best = op_index
         ops.append(OPS[best])

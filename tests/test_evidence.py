@@ -8,16 +8,19 @@ So on any edge the single-edge neighbourhood (skip, conv1, conv3, pool) has accu
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import sys
-import types
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
 from ostr_ray import evidence as ev
+from ostr_ray.experiment import LaunchDir, LaunchReport, LaunchSpec, MlflowRunMap
+from ostr_ray.experiment.layout import REPORT
 from searchspaces.darts_genotype import DARTS_V1, DARTS_V2, PC_DARTS
 from searchspaces.nb201_genotype import NB201Genotype
 from tests.conftest import make_report
@@ -143,21 +146,32 @@ def nb201_history():
     return report, {"version": 1, "criterion": "ostr", "trials": trials, "stats": {}}
 
 
-def write_experiment(path, report, history, launch=None):
+def launch_spec(path, variants, seeds=(0, 1, 2, 3)) -> LaunchSpec:
+    """A launch spec of hand-made variant configs (only the settings the evidence reads)."""
+    return LaunchSpec(variants=variants, seeds=list(seeds), name=path.name, storage=str(path.parent))
+
+
+def write_experiment(path, report, history, variants=None):
+    """A launch directory written through its records: the report as release 0.1 wrote it (a plain dict, no
+    schema keys) or a :class:`LaunchReport`, the coordinator state, and a launch spec of ``variants``."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "report.json").write_text(json.dumps(report))
+    launch = LaunchDir(path)
+    if isinstance(report, LaunchReport):
+        launch.write_report(report)
+    else:
+        launch.storage.write_text(REPORT, json.dumps(report))
     if history is not None:
-        (path / "history.json").write_text(json.dumps(history))
-    if launch is not None:
-        (path / "launch.json").write_text(json.dumps(launch))
+        launch.write_history(history)
+    if variants is not None:
+        launch.write_spec(launch_spec(path, variants))
     return path
 
 
 @pytest.fixture
 def nb201_dir(tmp_path, table_csv):
     report, history = nb201_history()
-    launch = {"variants": {VARIANT: {"space": "nb201", "nb201_table": str(table_csv)}}, "seeds": [0, 1, 2, 3]}
-    return write_experiment(tmp_path / "exp", report, history, launch)
+    variants = {VARIANT: {"space": "nb201", "nb201_table": str(table_csv)}}
+    return write_experiment(tmp_path / "exp", report, history, variants)
 
 
 @pytest.fixture
@@ -335,7 +349,7 @@ def test_without_a_table_the_recorded_truth_is_used_and_spearman_skipped(tmp_pat
             rep["ground_truth"] = {
                 c: {"cifar10_test": acc(NB201Genotype.from_string(g).ops)} for c, g in rep["genotypes"].items()
             }
-    path = write_experiment(tmp_path / "norec", report, history, {"variants": {VARIANT: {"space": "nb201"}}})
+    path = write_experiment(tmp_path / "norec", report, history, {VARIANT: {"space": "nb201"}})
     data = ev.build_evidence(path)["variants"][VARIANT]
     assert data["truth_source"] == "accuracies recorded by the launch"
     assert by_crit(data["table_i"], "ostr")["metrics"]["cifar10_test"]["mean"] == pytest.approx(292 / 3)
@@ -346,8 +360,8 @@ def test_table_path_from_launch_json_resolves_relative_to_the_experiment(tmp_pat
     report, _ = nb201_history()
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "t.csv").write_bytes(table_csv.read_bytes())
-    launch = {"variants": {VARIANT: {"space": "nb201", "nb201_table": "../tables/t.csv"}}}
-    path = write_experiment(tmp_path / "runs" / "exp", report, None, launch)
+    variants = {VARIANT: {"space": "nb201", "nb201_table": "../tables/t.csv"}}
+    path = write_experiment(tmp_path / "runs" / "exp", report, None, variants)
     # launch.json keeps the path as typed at launch time (from the storage folder here)
     assert ev.resolve_table_path("../tables/t.csv", str(path)) == tmp_path / "runs" / "../tables/t.csv"
     assert ev.resolve_table_path("../nowhere.csv", str(path)) is None
@@ -358,8 +372,8 @@ def test_table_path_from_launch_json_resolves_relative_to_the_experiment(tmp_pat
     assert by_crit(data["table_i"], "ostr")["metrics"]["cifar10_test"]["mean"] == pytest.approx(292 / 3)
     assert not data["has_history"] and "by_epoch" not in data and "spearman" not in data
     assert any("history.json" in n for n in found["notes"])
-    launch["variants"][VARIANT]["nb201_table"] = "../nowhere.csv"
-    (path / "launch.json").write_text(json.dumps(launch))
+    variants[VARIANT]["nb201_table"] = "../nowhere.csv"
+    LaunchDir(path).write_spec(launch_spec(path, variants))
     found = ev.build_evidence(path)
     assert found["variants"][VARIANT]["truth_source"] is None
     assert any("nowhere.csv" in n for n in found["notes"])
@@ -390,35 +404,220 @@ def test_figures_written_as_png_with_markdown_and_json(nb201_evidence, nb201_dir
 
 
 def test_mlflow_logging_only_with_a_run_mapping(nb201_dir, monkeypatch):
+    from ostr_ray.tracking import runs
+
     logged = []
 
-    class FakeClient:
-        def __init__(self, tracking_uri=None):
-            self.uri = tracking_uri
+    def fake_log_files(tracking_uri, run_id, files, artifact_path):
+        logged.extend((tracking_uri, run_id, f.rsplit("/", 1)[-1], artifact_path) for f in files)
 
-        def log_artifact(self, run_id, path, artifact_path=None):
-            logged.append((self.uri, run_id, path.rsplit("/", 1)[-1], artifact_path))
-
-    fake = types.ModuleType("mlflow")
-    fake_tracking = types.ModuleType("mlflow.tracking")
-    fake_tracking.MlflowClient = FakeClient
-    fake.tracking = fake_tracking
-    monkeypatch.setitem(sys.modules, "mlflow", fake)
-    monkeypatch.setitem(sys.modules, "mlflow.tracking", fake_tracking)
+    monkeypatch.setattr(runs, "log_files", fake_log_files)
     png = nb201_dir / "x.png"
     png.write_bytes(b"\x89PNG")
     assert ev.log_to_mlflow(str(nb201_dir), [str(png)]) is None and not logged
-    (nb201_dir / "mlflow_runs.json").write_text(json.dumps({"parent_run_id": "abc", "tracking_uri": "http://h:5000"}))
+    launch = LaunchDir(nb201_dir)
+    launch.write_runs(MlflowRunMap(tracking_uri="http://h:5000", parent_run_id="abc", children={"v/0": "c0"}))
     assert "abc" in ev.log_to_mlflow(str(nb201_dir), [str(png)])
     assert logged == [("http://h:5000", "abc", "x.png", "evidence")]
-    (nb201_dir / "mlflow_runs.json").write_text(json.dumps({"parent": {"run_id": "p1", "tracking_uri": "sqlite:///m"}}))
-    assert ev.mlflow_parent_run(str(nb201_dir)) == ("p1", "sqlite:///m")
+    # a map without a URI: the launch's own store, when it has one
+    launch.write_runs(MlflowRunMap(parent_run_id="p1"))
+    assert ev.mlflow_parent_run(str(nb201_dir)) == ("p1", None)
+    (nb201_dir / "mlflow.db").write_bytes(b"")
+    assert ev.mlflow_parent_run(str(nb201_dir)) == ("p1", launch.tracking_db_uri())
 
-    def broken(self, *a, **k):
+    def broken(*a, **k):
         raise ConnectionError("no server")
 
-    monkeypatch.setattr(FakeClient, "log_artifact", broken)
+    monkeypatch.setattr(runs, "log_files", broken)
     assert ev.log_to_mlflow(str(nb201_dir), [str(png)]).startswith("MLflow logging skipped")
+
+
+# ============================================================================ records and registries
+
+FIXTURE_LAUNCH = Path(__file__).resolve().parent / "fixtures" / "release-0.1" / "launch"
+
+
+def test_the_experiment_is_read_through_its_typed_records(nb201_dir):
+    from ostr_ray.core.coordinator import Coordinator
+    from ostr_ray.core.events import EpochReport
+
+    exp = ev.load_experiment(nb201_dir)
+    assert isinstance(exp.report, LaunchReport) and isinstance(exp.history, Coordinator)
+    assert exp.spec is not None and exp.variant_config(VARIANT)["space"] == "nb201"
+    runs = ev.collect_seeds(exp.report, exp.history, VARIANT)
+    assert [r.seed for r in runs] == [0, 1, 2, 3]
+    assert all(isinstance(rep, EpochReport) for run in runs for rep in run.reports)
+    assert runs[3].status == "failed" and runs[3].reason == "boom"
+
+
+def test_a_typed_report_gives_the_same_evidence_as_a_release_01_one(tmp_path, table_csv):
+    report, history = nb201_history()
+    variants = {VARIANT: {"space": "nb201", "nb201_table": str(table_csv)}}
+    legacy = ev.build_evidence(write_experiment(tmp_path / "a", report, history, variants))
+    typed = ev.build_evidence(write_experiment(tmp_path / "b", LaunchReport.from_json(report), history, variants))
+    assert legacy.pop("experiment_path") != typed.pop("experiment_path")
+    assert ev.to_json(typed) == ev.to_json(legacy)
+    # the report travels in its record's JSON form
+    assert ev.to_json({}, report=LaunchReport.from_json(report))["report"]["schema"] == "ostr-ray.launch-report"
+
+
+def test_unreadable_experiments_fail_with_one_line(tmp_path):
+    with pytest.raises(ev.EvidenceError, match="is the launch finished"):
+        ev.load_experiment(tmp_path / "absent")
+    report, history = nb201_history()
+    path = write_experiment(tmp_path / "bad", report, {**history, "version": 99})
+    with pytest.raises(ev.EvidenceError, match="coordinator history"):
+        ev.load_experiment(path)
+
+
+def test_release_01_launch_renders_its_evidence(tmp_path):
+    path = tmp_path / "launch-v1"
+    shutil.copytree(FIXTURE_LAUNCH, path)
+    text = ev.render_markdown(ev.build_evidence(path))
+    assert "## demo (nb201, 2 seeds)" in text and "- search cost (Tune, all trials): 0.001 trial-hours" in text
+    assert "| DARTS (magnitude) | 0.50 | 0/2 | 2 | 0.00 | 2/2 |" in text
+    assert "| OStr | 0.50 | 0/2 | 2 | 0.00 | 0/2 |" in text
+    assert "| naive | - | - | 1.00 ± 0.00 | 2.0 ± 0.0 |" in text
+    assert "- NB201 decoder: `nb201_none: exclude`" in text and "predates the setting" in text
+
+
+def test_release_01_launch_against_the_shared_benchmark(tmp_path, nb201_csv):
+    path = tmp_path / "launch-v1"
+    shutil.copytree(FIXTURE_LAUNCH, path)
+    text = ev.render_markdown(ev.build_evidence(path, nb201_table=nb201_csv))
+    assert "| OStr | 2 | 91.76 ± 1.58 | 92.98 | 0.001 | 2,2 |" in text
+    assert "| optimal | - | 94.37 | - | - |  |" in text
+    assert "| DARTS (magnitude) | 85.38 ± 8.34 | 93.72 (s0) | 77.04 (s1) | 0/2 | 2 | 0.00 | 2/2 |" in text
+    assert "| OStr | 0.10 ± 0.34 | 0.42 | 0.17 | 12 (+0 undefined) |" in text
+
+
+def test_a_registered_criterion_gets_its_rows_label_and_scores(tmp_path, table_csv):
+    from ostr_ray.core.criteria import Selection, register_criterion, unregister_criterion
+
+    @register_criterion("anti_ostr", label="anti-OStr")
+    def anti_ostr(state):
+        """Minus the operation strength (a test criterion)."""
+        return Selection(scores={cell: -m for cell, m in state.mean["ostr"].items()})
+
+    try:
+        report, history = nb201_history()
+        # its cells follow ostr's in these hand-made searches; a criterion no longer registered rides along
+        genotype_maps = [s["genotypes"] for s in report["variants"][VARIANT]["seeds"].values()]
+        genotype_maps += [rep["genotypes"] for trial in history["trials"] for rep in trial["reports"]]
+        for genotypes in genotype_maps:
+            genotypes.update(anti_ostr=genotypes["ostr"], zz_retired=genotypes["magnitude"])
+        variants = {VARIANT: {"space": "nb201", "nb201_table": str(table_csv)}}
+        found = ev.build_evidence(write_experiment(tmp_path / "crit", report, history, variants))
+        text = ev.render_markdown(found)
+    finally:
+        unregister_criterion("anti_ostr")
+    data = found["variants"][VARIANT]
+    assert data["criteria"] == ["magnitude", "ostr", "ostr_star", "naive", "anti_ostr", "zz_retired"]
+    spear = data["spearman"]["criteria"]
+    assert spear["anti_ostr"]["mean"] == pytest.approx(-spear["ostr"]["mean"])  # its own (negated) scores
+    assert "zz_retired" not in spear  # nothing to re-apply for a criterion the registry no longer has
+    assert "| anti-OStr | 3 | 96.33 ± 0.94 | 97.33 ± 0.94 | 97.00 | 98.00 | 0.050 | 4,4,2 |" in text
+    assert "| zz_retired | 3 | 85.00 ± 0.00 |" in text
+
+
+def test_without_a_baseline_criterion_the_darts_column_is_a_dash(nb201_dir, monkeypatch):
+    import dataclasses
+
+    from ostr_ray.core import criteria
+
+    magnitude = criteria.criterion_info("magnitude")
+    monkeypatch.setitem(criteria._CRITERIA, "magnitude", dataclasses.replace(magnitude, baseline=False))
+    found = ev.build_evidence(nb201_dir)
+    assert all(row["same_as_magnitude"] is None for row in found["variants"][VARIANT]["table_v"])
+    text = ev.render_markdown(found)
+    assert "| OStr | 97.33 ± 0.94 | 98.00 (s0) | 96.00 (s2) | 2/3 | 2 | 0.33 | - |" in text
+    assert "the same seed's (no baseline criterion registered) cell" in text
+
+
+def test_the_variant_space_comes_from_the_records_before_any_guess(tmp_path):
+    report, history = nb201_history()
+    exp = ev.load_experiment(write_experiment(tmp_path / "reports", report, history))
+    assert exp.spec is None
+    assert ev.variant_space(exp, VARIANT, ev.collect_seeds(exp.report, exp.history, VARIANT)) == "nb201"
+    # the report's own record of the space comes before the launch spec's (and the spec the report carries
+    # stands in for a missing launch spec)
+    report["variants"][VARIANT]["space"] = "nb201"
+    report["launch"] = launch_spec(tmp_path / "x", {VARIANT: {"space": "darts"}}).to_json()
+    exp = ev.load_experiment(write_experiment(tmp_path / "summary", report, None))
+    assert exp.variant_config(VARIANT) == {"space": "darts"}
+    assert ev.variant_space(exp, VARIANT, ev.collect_seeds(exp.report, None, VARIANT)) == "nb201"
+    # nothing says: the first registered space that parses the cells
+    del report["variants"][VARIANT]["space"], report["launch"]
+    exp = ev.load_experiment(write_experiment(tmp_path / "guess", report, None))
+    assert ev.variant_space(exp, VARIANT, ev.collect_seeds(exp.report, None, VARIANT)) == "nb201"
+
+
+def test_every_nb201_variant_names_its_decoder_convention(tmp_path, table_csv, nb201_evidence):
+    assert nb201_evidence["variants"][VARIANT]["decoder"] == {"nb201_none": "exclude", "recorded": False}
+    report, history = nb201_history()
+    variants = {VARIANT: {"space": "nb201", "nb201_table": str(table_csv), "nb201_none": "include"}}
+    found = ev.build_evidence(write_experiment(tmp_path / "include", report, history, variants))
+    assert found["variants"][VARIANT]["decoder"] == {"nb201_none": "include", "recorded": True}
+    text = ev.render_markdown(found)
+    assert "- NB201 decoder: `nb201_none: include`, 'none' competes in the argmax (xautodl's DARTS baseline)\n" in text
+    rich = _rich_text(ev.render_rich(found))
+    assert "decoder: nb201_none=include" in rich
+
+
+def _rich_text(renderable) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+# ============================================================================ all six benchmark columns
+
+SIX = ("cifar10_valid", "cifar10_test", "cifar100_valid", "cifar100_test", "imagenet16_valid", "imagenet16_test")
+OFFSET = {
+    "cifar10_valid": -1.0,
+    "cifar10_test": 0.0,
+    "cifar100_valid": -20.0,
+    "cifar100_test": -20.5,
+    "imagenet16_valid": -50.0,
+    "imagenet16_test": -50.5,
+}
+"""Each column is ``acc(ops) + OFFSET``: the same ranking of cells, a known value per column."""
+
+
+@pytest.fixture(scope="module")
+def six_column_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("six") / "nb201_six.csv"
+    columns = ["imagenet16_test", "cifar10_test", "cifar100_valid", "imagenet16_valid", "cifar10_valid"]
+    columns += ["cifar100_test"]  # in no particular order: the report lays them out as the papers do
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["arch", *columns])
+        for g in NB201Genotype.all_genotypes():
+            writer.writerow([g.to_str(), *[acc(g.ops) + OFFSET[c] for c in columns]])
+    return path
+
+
+def test_table_i_lays_out_the_six_benchmark_columns_as_the_papers(tmp_path, six_column_csv):
+    report, history = nb201_history()
+    variants = {VARIANT: {"space": "nb201", "nb201_table": str(six_column_csv)}}
+    path = write_experiment(tmp_path / "six", report, history, variants)
+    data = ev.build_evidence(path)["variants"][VARIANT]
+    assert data["metrics"] == list(SIX) and data["metric"] == "cifar10_test"
+    ostr = by_crit(data["table_i"], "ostr")
+    for metric in SIX:
+        assert ostr["metrics"][metric]["mean"] == pytest.approx(292 / 3 + OFFSET[metric])
+        assert ostr["metrics"][metric]["std"] == pytest.approx(math.sqrt(8 / 9))
+    assert data["optimal"] == {m: {"cell": A, "value": 98.0 + OFFSET[m]} for m in SIX}  # A: every edge conv3x3
+    table_i = next(t for t in ev.variant_tables(data) if t.title.startswith("Table I"))
+    assert table_i.header[:8] == ["criterion", "seeds", *SIX]
+    assert table_i.header[8:14] == [f"consensus {m}" for m in SIX]
+    row = next(r for r in table_i.rows if r[0] == "OStr")
+    assert row[2:8] == ["96.33 ± 0.94", "97.33 ± 0.94", "77.33 ± 0.94", "76.83 ± 0.94", "47.33 ± 0.94", "46.83 ± 0.94"]
+    assert table_i.rows[-1][:8] == ["optimal", "-", "97.00", "98.00", "78.00", "77.50", "48.00", "47.50"]
+    other = ev.build_evidence(path, metric="imagenet16_test")["variants"][VARIANT]
+    assert by_crit(other["table_v"], "ostr")["mean"] == pytest.approx(292 / 3 - 50.5)
 
 
 # ============================================================================ DARTS launch
@@ -436,7 +635,7 @@ def darts_experiment(tmp_path):
         seeds[str(seed)] = {"status": "finished", "reason": "", "last_epoch": 2, "genotypes": crits(*epochs[-1])}
     report = {"name": "dtoy", "variants": {"darts-toy": {"seeds": seeds, "criterion_consensus": {}}}}
     history = {"version": 1, "criterion": "ostr", "trials": trials, "stats": {}}
-    return write_experiment(tmp_path / "darts", report, history, {"variants": {"darts-toy": {"space": "darts"}}})
+    return write_experiment(tmp_path / "darts", report, history, {"darts-toy": {"space": "darts"}})
 
 
 def test_darts_branch_structure_param_free_and_eval_cost(tmp_path):

@@ -1,14 +1,19 @@
-"""NB201 ground-truth table: CSV reading, lookups, errors, and the shared benchmark's reference points."""
+"""NB201 ground truth and conventions: CSV and benchmark-API tables (any of the six columns), lookups, errors, the
+shared benchmark's reference points, and the decoder's treatment of 'none' (``nb201_none``)."""
 
 from __future__ import annotations
 
 import math
+import sys
+import types
 from pathlib import Path
 
 import pytest
+import torch
 
-from ostr_ray.core.nb201_bench import NB201Table, NB201TableError, load_nb201_table
-from searchspaces.nb201_genotype import NB201Genotype
+from ostr_ray.core.nb201_bench import NB201_COLUMNS, NB201Table, NB201TableError, load_nb201_table
+from searchspaces.base import SearchSpaceError
+from searchspaces.nb201_genotype import NB201Genotype, decode
 
 SHARED_CSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nb201" / "nb201_cifar10.csv"
 
@@ -129,3 +134,167 @@ def test_shared_table_reference_points(shared_table: NB201Table) -> None:
     assert shared_table.lookup(ALL_SKIP)["cifar10_test"] == pytest.approx(54.2967)
     assert shared_table.lookup(BEST_CONV)["cifar10_test"] == pytest.approx(94.3633)
     assert shared_table.arch_of(0).startswith("|avg_pool_3x3~0|")  # NB201's index is not our code
+
+
+# ------------------------------------------------------------------------------------------ the six columns
+
+SIX = ("cifar10_valid", "cifar10_test", "cifar100_valid", "cifar100_test", "imagenet16_valid", "imagenet16_test")
+
+
+def test_the_six_benchmark_columns_in_the_papers_order() -> None:
+    assert tuple(NB201_COLUMNS) == SIX
+    assert NB201_COLUMNS["cifar10_valid"] == ("cifar10-valid", "valid-accuracy")  # trained on the train half
+    assert NB201_COLUMNS["cifar10_test"] == ("cifar10", "test-accuracy")  # trained on train + valid
+
+
+def test_a_csv_reads_any_subset_of_its_columns(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "arch,imagenet16_test,cifar100_valid,cifar100_test,flops\n"
+        f"{BEST_CONV},46.5,73.0,73.5,80\n"
+        f"{ALL_SKIP},15.0,24.5,25.0,1\n",
+    )
+    assert load_nb201_table(path).metrics == ["imagenet16_test", "cifar100_valid", "cifar100_test", "flops"]
+    table = load_nb201_table(path, metrics=["cifar100_test", "cifar100_valid"])
+    assert table.metrics == ["cifar100_valid", "cifar100_test"]  # the file's order
+    assert table.lookup(BEST_CONV) == {"cifar100_valid": 73.0, "cifar100_test": 73.5}
+    assert table.complete and table.best("cifar100_test").arch == BEST_CONV
+    with pytest.raises(NB201TableError, match="'cifar10_test'"):
+        load_nb201_table(path, metrics=["cifar10_test"])
+
+
+class FakeBenchmarkAPI:
+    """What ``nats_bench.create(...)`` and ``nas_201_api.NASBench201API(...)`` give: ``meta_archs`` and
+    ``get_more_info`` with the keys the real APIs return (cifar10-valid has no test, cifar10 no valid)."""
+
+    KEYS = {
+        "cifar10-valid": ("valid-accuracy",),
+        "cifar10": ("test-accuracy",),
+        "cifar100": ("valid-accuracy", "test-accuracy"),
+        "ImageNet16-120": ("valid-accuracy", "test-accuracy"),
+    }
+    BASE = {"cifar10-valid": 90.0, "cifar10": 93.0, "cifar100": 70.0, "ImageNet16-120": 45.0}
+
+    def __init__(self, archs: list[str]) -> None:
+        self.meta_archs = archs
+        self.calls: list[tuple] = []
+
+    def get_more_info(self, index, dataset, iepoch=None, hp="12", is_random=True):
+        self.calls.append((index, dataset, hp, is_random))
+        info = {"train-accuracy": 99.0}
+        for key in self.KEYS[dataset]:
+            info[key] = self.BASE[dataset] + index + (0.5 if key == "test-accuracy" else 0.0)
+        return info
+
+
+ARCHS = [AVG_POOL, BEST_CONV, ALL_SKIP]
+
+
+def test_a_benchmark_api_gives_every_column_read_lazily() -> None:
+    api = FakeBenchmarkAPI(ARCHS)
+    table = NB201Table.from_api(api, "fake")
+    assert table.metrics == list(SIX) and not table.complete and not api.calls
+    assert table.lookup(BEST_CONV) == {
+        "cifar10_valid": 91.0,
+        "cifar10_test": 94.5,
+        "cifar100_valid": 71.0,
+        "cifar100_test": 71.5,
+        "imagenet16_valid": 46.0,
+        "imagenet16_test": 46.5,
+    }
+    # one query per data set, averaged over the benchmark's trials, at its 200-epoch schedule
+    assert api.calls == [(1, d, "200", False) for d in ("cifar10-valid", "cifar10", "cifar100", "ImageNet16-120")]
+    table.lookup(BEST_CONV)
+    assert len(api.calls) == 4  # cached
+    assert table.index_of(ALL_SKIP) == 2 and table.best("cifar10_test").arch == ALL_SKIP and table.complete
+    subset = NB201Table.from_api(FakeBenchmarkAPI(ARCHS), "fake", metrics=["imagenet16_test", "cifar10_valid"])
+    assert subset.metrics == ["cifar10_valid", "imagenet16_test"]
+    assert subset.lookup(AVG_POOL) == {"cifar10_valid": 90.0, "imagenet16_test": 45.5}
+    with pytest.raises(NB201TableError, match="'top1'"):
+        NB201Table.from_api(FakeBenchmarkAPI(ARCHS), "fake", metrics=["top1"])
+
+
+def test_nats_and_nb201_files_go_through_their_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = []
+
+    def create(path, search_space, fast_mode=False, verbose=True):
+        opened.append(("nats", path, search_space, fast_mode))
+        return FakeBenchmarkAPI(ARCHS)
+
+    class NASBench201API(FakeBenchmarkAPI):
+        def __init__(self, path, verbose=True):
+            opened.append(("nb201", path))
+            super().__init__(ARCHS)
+
+    monkeypatch.setitem(sys.modules, "nats_bench", types.SimpleNamespace(create=create))
+    monkeypatch.setitem(sys.modules, "nas_201_api", types.SimpleNamespace(NASBench201API=NASBench201API))
+    folder = tmp_path / "NATS-tss-v1_0-3ffb9-simple"
+    folder.mkdir()
+    archive = _write(tmp_path, "", name="NATS-tss-v1_0-3ffb9-full.pickle.pbz2")
+    pth = _write(tmp_path, "", name="NAS-Bench-201-v1_1-096897.pth")
+    for path in (folder, archive, pth):
+        assert load_nb201_table(path).lookup(BEST_CONV)["cifar100_test"] == 71.5
+    assert opened == [
+        ("nats", str(folder), "tss", True),  # a directory: fast mode, one file per cell
+        ("nats", str(archive), "tss", False),
+        ("nb201", str(pth)),
+    ]
+    assert load_nb201_table(pth, metrics=["cifar10_test"]).metrics == ["cifar10_test"]
+
+
+def test_missing_benchmark_packages_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nats_bench", None)  # import fails
+    monkeypatch.setitem(sys.modules, "nas_201_api", None)
+    with pytest.raises(NB201TableError, match="nats_bench"):
+        load_nb201_table(_write(tmp_path, "", name="b.pickle.pbz2"))
+    with pytest.raises(NB201TableError, match="nas_201_api"):
+        load_nb201_table(_write(tmp_path, "", name="b.pth"))
+
+
+# ------------------------------------------------------------------------------------------ the decoder convention
+
+
+def _scores(none_row: float) -> dict[str, torch.Tensor]:
+    """Every edge: 'none' scores ``none_row``, the other ops 0.1, 0.3, 0.2, 0.0 (conv1x1 best among them)."""
+    row = [none_row, 0.1, 0.3, 0.2, 0.0]
+    return {"normal": torch.tensor([row] * 6, dtype=torch.float64)}
+
+
+def test_nb201_decoder_excludes_or_includes_none() -> None:
+    assert decode(_scores(0.9)).ops == ("nor_conv_1x1",) * 6  # exclude: the authors' code (default)
+    assert decode(_scores(0.9), nb201_none="include").ops == ("none",) * 6  # xautodl's argmax over all ops
+    assert decode(_scores(0.3), nb201_none="include").ops == ("none",) * 6  # a tie goes to the lowest index
+    assert decode(_scores(0.2), nb201_none="include").ops == ("nor_conv_1x1",) * 6
+    with pytest.raises(SearchSpaceError, match="nb201_none"):
+        decode(_scores(0.9), nb201_none="sometimes")
+
+
+def test_the_search_passes_the_convention_only_to_decoders_that_take_it() -> None:
+    from ostr_ray.core.config import ConfigError, config_from_dict, decoder_settings, with_decoder_settings
+    from searchspaces import get_space
+
+    nb201, darts = get_space("nb201"), get_space("darts")
+    assert decoder_settings(nb201) == ["nb201_none"] and decoder_settings(darts) == []
+    include = config_from_dict({"space": "nb201", "nb201_none": "include"})
+    assert with_decoder_settings(nb201, include).decode(_scores(0.9)).ops == ("none",) * 6
+    assert with_decoder_settings(nb201, config_from_dict({})).decode(_scores(0.9)).ops == ("nor_conv_1x1",) * 6
+    assert with_decoder_settings(darts, config_from_dict({"space": "darts"})) == darts  # untouched
+    with pytest.raises(ConfigError, match="nb201_none applies"):
+        config_from_dict({"space": "darts", "nb201_none": "include"})
+    with pytest.raises(ConfigError, match="nb201_none must be"):
+        config_from_dict({"nb201_none": "maybe"})
+    # a setting of selection, not of training: checkpoints resume across it
+    assert include.fingerprint() == config_from_dict({"space": "nb201"}).fingerprint()
+
+
+def test_a_searcher_selects_with_its_configured_convention() -> None:
+    from ostr_ray.core.config import config_from_dict
+    from ostr_ray.core.criteria import ArchState, select
+    from ostr_ray.core.search import Searcher
+    from tests.conftest import tiny_overrides
+
+    searcher = Searcher(config_from_dict(tiny_overrides(nb201_none="include")))
+    scores = _scores(0.9)
+    state = ArchState(alphas=scores, betas=scores, mean={"ostr": scores}, stderr={"ostr": scores})
+    genotype, _ = select("ostr", searcher.space, state)
+    assert genotype.ops == ("none",) * 6

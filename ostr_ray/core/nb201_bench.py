@@ -6,8 +6,13 @@ NB201's index (0..15624) is a permutation stored in the benchmark's files, not c
 
 * a CSV (``index`` optional, ``arch`` required, any numeric metric columns, e.g. ``cifar10_test``), small
   enough to ship with the project and to test against;
-* the NATS-Bench topology files through the optional ``nats_bench`` package (fast mode: one file per cell,
-  read on first use and cached), for when the full benchmark is at hand.
+* the benchmark's own files through its optional API packages, for when the full benchmark is at hand: the
+  NATS-Bench topology benchmark through ``nats_bench`` (a directory is read in fast mode, one file per cell on
+  first use), or NAS-Bench-201's ``.pth`` file through ``nas_201_api``.
+
+The benchmark's six accuracy columns (:data:`NB201_COLUMNS`) are named the same from every source, so a CSV
+may hold any subset of them (plus columns of its own) and the reports lay them out as the papers do.
+This module never imports torch (``nas_201_api`` does, when its file is read).
 """
 
 from __future__ import annotations
@@ -16,15 +21,27 @@ import csv
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from searchspaces.base import SearchSpaceError
 from searchspaces.nb201_genotype import NB201Genotype
 
-NATS_METRIC = "cifar10_test"
-"""The NATS-backed table's one metric: CIFAR-10 test accuracy (%) after NB201's 200-epoch schedule."""
+NB201_COLUMNS: dict[str, tuple[str, str]] = {
+    "cifar10_valid": ("cifar10-valid", "valid-accuracy"),
+    "cifar10_test": ("cifar10", "test-accuracy"),
+    "cifar100_valid": ("cifar100", "valid-accuracy"),
+    "cifar100_test": ("cifar100", "test-accuracy"),
+    "imagenet16_valid": ("ImageNet16-120", "valid-accuracy"),
+    "imagenet16_test": ("ImageNet16-120", "test-accuracy"),
+}
+"""The benchmark's accuracy columns (%, after the 200-epoch schedule, averaged over its trials), in the papers'
+order (each data set's valid, then test), and where the benchmark APIs keep each: ``get_more_info`` of that
+data set, that key. As in NB201's paper, CIFAR-10 valid is from the net trained on the train half
+(``cifar10-valid``) and CIFAR-10 test from the net trained on train + valid (``cifar10``)."""
+BENCHMARK_HP = "200"
+"""The benchmark's training schedule whose accuracies are read (NB201's 200 epochs, as in its paper)."""
 
 
 class NB201TableError(ValueError):
@@ -67,8 +84,9 @@ class NB201Table:
     # -- construction ---------------------------------------------------------------------------------
 
     @classmethod
-    def from_csv(cls, path: str | Path) -> NB201Table:
-        """Read ``arch`` (+ optional ``index``, default: row number) and numeric metric columns.
+    def from_csv(cls, path: str | Path, metrics: Sequence[str] | None = None) -> NB201Table:
+        """Read ``arch`` (+ optional ``index``, default: row number) and the numeric metric columns (those named
+        in ``metrics``, default all).
 
         Empty metric cells read as NaN; anything else that is not a number is an error.
         """
@@ -83,7 +101,13 @@ class NB201Table:
             raise NB201TableError(f"cannot read NB201 table {path}: {err.strerror or err}") from None
         if "arch" not in header:
             raise NB201TableError(f"NB201 table {path} has no 'arch' column (columns: {', '.join(header)})")
-        metrics = [name for name in header if name not in ("arch", "index")]
+        available = [name for name in header if name not in ("arch", "index")]
+        missing = [m for m in metrics or () if m not in available]
+        if missing:
+            raise NB201TableError(
+                f"NB201 table {path} has no column {', '.join(map(repr, missing))} (columns: {', '.join(header)})"
+            )
+        metrics = [m for m in available if m in metrics] if metrics is not None else available
         archs = [_canonical_arch(row["arch"], f"{path} line {line}") for line, row in enumerate(rows, start=2)]
         if "index" in header:
             indices = [_parse_index(row["index"], f"{path} line {line}") for line, row in enumerate(rows, start=2)]
@@ -93,12 +117,9 @@ class NB201Table:
         return cls(archs, indices, columns, source=str(path))
 
     @classmethod
-    def from_nats(cls, path: str | Path) -> NB201Table:
-        """The NATS-Bench topology benchmark (``NATS-tss-v1_0-3ffb9-simple``), queried lazily and cached.
-
-        Its one metric, ``cifar10_test``, is CIFAR-10 test accuracy at 200 epochs (``hp="200"``), read per
-        cell on first use so memory stays small.
-        """
+    def from_nats(cls, path: str | Path, metrics: Sequence[str] | None = None) -> NB201Table:
+        """The NATS-Bench topology benchmark (``NATS-tss-v1_0-3ffb9``): a ``-simple`` directory in fast mode
+        (one file per cell, read on first use) or the whole ``.pickle.pbz2`` file."""
         try:
             from nats_bench import create
         except ImportError:
@@ -106,23 +127,62 @@ class NB201Table:
                 f"reading {path} needs the optional nats_bench package: pip install 'ostr-ray[nats]'"
             ) from None
         try:
-            api = create(str(path), "tss", fast_mode=True, verbose=False)
+            api = create(str(path), "tss", fast_mode=Path(path).is_dir(), verbose=False)
         except Exception as err:  # nats_bench raises assorted types for a bad path or file
             raise NB201TableError(f"cannot open NATS-Bench topology benchmark {path}: {err}") from None
-        archs = [_canonical_arch(arch, f"{path} index {index}") for index, arch in enumerate(api.meta_archs)]
+        return cls.from_api(api, str(path), metrics)
+
+    @classmethod
+    def from_nb201_api(cls, path: str | Path, metrics: Sequence[str] | None = None) -> NB201Table:
+        """NAS-Bench-201's own file (``NAS-Bench-201-v1_1-096897.pth``) through ``nas_201_api``."""
+        try:
+            from nas_201_api import NASBench201API
+        except ImportError:
+            raise NB201TableError(
+                f"reading {path} needs the optional nas_201_api package: pip install nas-bench-201"
+            ) from None
+        try:
+            api = NASBench201API(str(path), verbose=False)
+        except Exception as err:  # torch.load and the API's asserts raise assorted types
+            raise NB201TableError(f"cannot open NAS-Bench-201 benchmark {path}: {err}") from None
+        return cls.from_api(api, str(path), metrics)
+
+    @classmethod
+    def from_api(cls, api: Any, source: str, metrics: Sequence[str] | None = None) -> NB201Table:
+        """A table over a benchmark API object (``nats_bench`` or ``nas_201_api``: both give ``meta_archs`` and
+        ``get_more_info(index, dataset, hp=..., is_random=...)``), reading each cell's ``metrics`` (default:
+        all of :data:`NB201_COLUMNS`) on first use; ``is_random=False`` averages the benchmark's trials."""
+        metrics = _benchmark_metrics(metrics, source)
+        archs = [_canonical_arch(arch, f"{source} index {index}") for index, arch in enumerate(api.meta_archs)]
+        datasets = list(dict.fromkeys(NB201_COLUMNS[m][0] for m in metrics))
 
         def fetch_row(index: int) -> dict[str, float]:
-            info = api.get_more_info(index, "cifar10", hp="200", is_random=False)
-            return {NATS_METRIC: float(info["test-accuracy"])}
+            infos = {d: api.get_more_info(index, d, hp=BENCHMARK_HP, is_random=False) for d in datasets}
+            values = {}
+            for metric in metrics:
+                dataset, key = NB201_COLUMNS[metric]
+                value = infos[dataset].get(key)
+                values[metric] = math.nan if value is None else float(value)
+            return values
 
-        columns = {NATS_METRIC: np.full(len(archs), np.nan)}
-        return cls(archs, range(len(archs)), columns, source=str(path), fetch_row=fetch_row)
+        columns = {metric: np.full(len(archs), np.nan) for metric in metrics}
+        return cls(archs, range(len(archs)), columns, source=source, fetch_row=fetch_row)
 
     # -- queries --------------------------------------------------------------------------------------
 
     @property
     def metrics(self) -> list[str]:
         return list(self._columns)
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def complete(self) -> bool:
+        """Whether every cell's metrics are in memory (a CSV; a benchmark file only once every cell was read),
+        so that whole-table questions such as :meth:`best` are cheap."""
+        return self._fetched is None or bool(self._fetched.all())
 
     def __len__(self) -> int:
         return len(self._archs)
@@ -189,16 +249,36 @@ class NB201Table:
                 self._fetched[row] = True
 
 
-def load_nb201_table(path: str | Path) -> NB201Table:
-    """A ``.csv`` file reads as CSV; a directory or a ``.pickle``/``.pth`` file goes through NATS-Bench."""
+def load_nb201_table(path: str | Path, metrics: Sequence[str] | None = None) -> NB201Table:
+    """A ``.csv`` file reads as CSV, a ``.pth`` file through ``nas_201_api``, a directory or a ``.pickle``/
+    ``.pbz2`` file through ``nats_bench``. ``metrics`` keeps those columns only (default: every column of a
+    CSV, all of :data:`NB201_COLUMNS` from a benchmark file)."""
     path = Path(path)
     if not path.exists():
         raise NB201TableError(f"NB201 table {path} does not exist")
-    if path.is_file() and path.suffix.lower() == ".csv":
-        return NB201Table.from_csv(path)
-    if path.is_dir() or path.suffix.lower() in (".pickle", ".pth", ".pbz2"):
-        return NB201Table.from_nats(path)
-    raise NB201TableError(f"cannot tell the format of NB201 table {path}: expected a .csv or a NATS-Bench path")
+    suffix = path.suffix.lower()
+    if path.is_file() and suffix == ".csv":
+        return NB201Table.from_csv(path, metrics)
+    if path.is_file() and suffix == ".pth":
+        return NB201Table.from_nb201_api(path, metrics)
+    if path.is_dir() or suffix in (".pickle", ".pbz2"):
+        return NB201Table.from_nats(path, metrics)
+    raise NB201TableError(
+        f"cannot tell the format of NB201 table {path}: expected a .csv, a NAS-Bench-201 .pth or a NATS-Bench path"
+    )
+
+
+def _benchmark_metrics(metrics: Sequence[str] | None, source: str) -> list[str]:
+    """The requested benchmark columns in :data:`NB201_COLUMNS` order (all of them when none are named)."""
+    if metrics is None:
+        return list(NB201_COLUMNS)
+    unknown = [m for m in metrics if m not in NB201_COLUMNS]
+    if unknown or not metrics:
+        raise NB201TableError(
+            f"{source}: the benchmark has no column {', '.join(map(repr, unknown)) or '(none named)'}; "
+            f"columns are {', '.join(NB201_COLUMNS)}"
+        )
+    return [m for m in NB201_COLUMNS if m in metrics]
 
 
 def _arch_key(arch: object) -> str:

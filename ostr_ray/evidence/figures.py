@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ostr_ray.core.criteria import list_criteria
 from ostr_ray.evidence.render import _label, _num
 from ostr_ray.evidence.stats import edge_name, parameter_free_set
 from searchspaces.nb201_genotype import EDGES as NB201_EDGES
@@ -29,12 +30,23 @@ def _figure_bytes(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-_STYLES = {
-    "magnitude": ("tab:blue", "-", "o"),
-    "ostr": ("tab:red", "--", "s"),
-    "ostr_star": ("tab:green", "-.", "^"),
-    "naive": ("tab:purple", ":", "D"),
-}
+_STYLES = (
+    ("tab:blue", "-", "o"),
+    ("tab:red", "--", "s"),
+    ("tab:green", "-.", "^"),
+    ("tab:purple", ":", "D"),
+    ("tab:orange", "-", "v"),
+    ("tab:brown", "--", "P"),
+    ("tab:pink", "-.", "X"),
+    ("tab:olive", ":", "*"),
+)
+"""Colour, dash and marker per criterion, by its place in the registry (magnitude blue, ostr red, ...), so a
+criterion keeps its look in every figure and a newly registered one gets its own."""
+
+
+def _style(crit: str) -> tuple[str | None, str, str]:
+    registered = list_criteria()
+    return _STYLES[registered.index(crit) % len(_STYLES)] if crit in registered else (None, "-", "o")
 
 
 def _series(ax: Any, epochs: list[int], stats: Mapping[str, list[float]], crit: str) -> None:
@@ -43,7 +55,7 @@ def _series(ax: Any, epochs: list[int], stats: Mapping[str, list[float]], crit: 
 
     mean = np.array([np.nan if v is None else v for v in stats["mean"]], dtype=np.float64)
     std = np.array([np.nan if v is None else v for v in stats["std"]], dtype=np.float64)
-    color, dash, marker = _STYLES.get(crit, (None, "-", "o"))
+    color, dash, marker = _style(crit)
     (line,) = ax.plot(epochs, mean, linestyle=dash, marker=marker, markersize=4, color=color, label=_label(crit))
     ax.fill_between(epochs, mean - std, mean + std, alpha=0.15, color=line.get_color())
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -120,7 +132,7 @@ def _spearman_figure(variants: Mapping[str, Any]) -> bytes | None:
                 np.nan_to_num(mean),
                 width,
                 yerr=np.nan_to_num(std),
-                color=_STYLES.get(crit, (None,))[0],
+                color=_style(crit)[0],
                 label=label,
                 capsize=2,
             )

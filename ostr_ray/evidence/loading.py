@@ -1,21 +1,25 @@
-"""Reading a finished launch: its experiment files, every seed's epoch reports, and the cells' ground truth.
+"""Reading a finished launch through its records: the typed report, the launch spec, the coordinator's history,
+every seed's epoch reports, and the cells' ground truth.
 
-Input is a launch's experiment directory (local or a pyarrow URI): ``report.json`` (required), ``history.json``
-and ``launch.json`` (optional).
+The experiment directory (local or a pyarrow URI) is read only through
+:class:`~ostr_ray.experiment.LaunchDir`: the :class:`~ostr_ray.experiment.LaunchReport` (required), the
+:class:`~ostr_ray.experiment.LaunchSpec` (optional; else the copy the report carries) and the history, rebuilt
+as a :class:`~ostr_ray.core.coordinator.Coordinator` (optional).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ostr_ray.core.coordinator import Coordinator
+from ostr_ray.core.events import EpochReport
+from ostr_ray.core.nb201_bench import NB201_COLUMNS
 from ostr_ray.evidence.stats import canonical_nb201
-
-LAUNCH_FILE, REPORT_FILE, HISTORY_FILE = "launch.json", "report.json", "history.json"
+from ostr_ray.experiment import LaunchDir, LaunchDirError, LaunchReport, LaunchSpec
 
 
 class EvidenceError(ValueError):
@@ -44,9 +48,13 @@ class GroundTruth:
 
     @property
     def metrics(self) -> list[str]:
+        """The metrics, the benchmark's own columns first in the papers' order (each data set's valid, then
+        test), then any others in their source's order."""
         if self.table is not None:
-            return list(self.table.metrics)
-        return list(dict.fromkeys(m for metrics in self.known.values() for m in metrics))
+            found = list(self.table.metrics)
+        else:
+            found = list(dict.fromkeys(m for metrics in self.known.values() for m in metrics))
+        return [m for m in NB201_COLUMNS if m in found] + [m for m in found if m not in NB201_COLUMNS]
 
     def lookup(self, cell: str | None) -> dict[str, float] | None:
         if not cell:
@@ -68,6 +76,14 @@ class GroundTruth:
         value = metrics.get(metric) if metrics else None
         return math.nan if value is None else float(value)
 
+    def optimal(self) -> dict[str, dict[str, Any]] | None:
+        """Per metric the benchmark's best cell and its value (Table I's "optimal" row); ``None`` without a
+        table held in memory whole (a benchmark file read cell by cell would need every cell)."""
+        if self.table is None or not self.table.complete:
+            return None
+        best = {m: self.table.best(m) for m in self.metrics}
+        return {m: {"cell": entry.arch, "value": entry.value} for m, entry in best.items()}
+
     def primary_metric(self, requested: str | None = None) -> str | None:
         metrics = self.metrics
         if requested:
@@ -81,7 +97,7 @@ class GroundTruth:
 
 def resolve_table_path(value: str, experiment_path: str) -> Path | None:
     """A table path as given, or a relative one resolved against the working directory, the experiment
-    directory and its parent (launch.json keeps the path as typed at launch time); ``None`` if none exists."""
+    directory and its parent (the launch spec keeps the path as typed at launch time); ``None`` if none exists."""
     path = Path(value).expanduser()
     if path.is_absolute():
         return path if path.exists() else None
@@ -91,26 +107,29 @@ def resolve_table_path(value: str, experiment_path: str) -> Path | None:
     return next((base / path for base in bases if (base / path).exists()), None)
 
 
-def recorded_truth(variant: str, report: Mapping[str, Any], seeds: Sequence[SeedRun]) -> dict[str, dict]:
-    """Cell -> metrics for every cell the launch itself looked up (report.json and per-epoch reports)."""
+def recorded_truth(variant: str, report: LaunchReport, seeds: Sequence[SeedRun]) -> dict[str, dict]:
+    """Cell -> metrics for every cell the launch itself looked up (the report's ``ground_truth`` and every
+    epoch report's)."""
     known: dict[str, dict] = {}
-    data = report.get("variants", {}).get(variant, {})
-    truth = report.get("ground_truth", {}).get(variant) or {}
-    for seed, crits in (truth.get("seeds") or {}).items():
-        genotypes = data.get("seeds", {}).get(str(seed), {}).get("genotypes", {})
-        for crit, metrics in (crits or {}).items():
-            if metrics and genotypes.get(crit):
-                known[genotypes[crit]] = metrics
-    if truth.get("consensus") and data.get("consensus_genotype"):
-        known[data["consensus_genotype"]] = truth["consensus"]
-    for crit, metrics in (truth.get("criterion_consensus") or {}).items():
-        cell = (data.get("criterion_consensus") or {}).get(crit)
-        if cell and metrics:
-            known[cell] = metrics
+    summary = report.variants.get(variant)
+    truth = report.ground_truth.get(variant) or {}
+    if summary is not None:
+        for seed, crits in (truth.get("seeds") or {}).items():
+            seed_summary = summary.seeds.get(int(seed))
+            genotypes = seed_summary.genotypes if seed_summary else {}
+            for crit, metrics in (crits or {}).items():
+                if metrics and genotypes.get(crit):
+                    known[genotypes[crit]] = metrics
+        if truth.get("consensus") and summary.consensus_genotype:
+            known[summary.consensus_genotype] = truth["consensus"]
+        for crit, metrics in (truth.get("criterion_consensus") or {}).items():
+            cell = summary.criterion_consensus.get(crit)
+            if cell and metrics:
+                known[cell] = metrics
     for run in seeds:
         for rep in run.reports:
-            for crit, metrics in (rep.get("ground_truth") or {}).items():
-                cell = (rep.get("genotypes") or {}).get(crit)
+            for crit, metrics in rep.ground_truth.items():
+                cell = rep.genotypes.get(crit)
                 if cell and metrics:
                     known[cell] = metrics
     return known
@@ -121,7 +140,7 @@ def recorded_truth(variant: str, report: Mapping[str, Any], seeds: Sequence[Seed
 
 @dataclass
 class SeedRun:
-    """One seed of one variant: how it ended and its epoch reports (JSON form, oldest first)."""
+    """One seed of one variant: how it ended and its epoch reports (oldest first)."""
 
     seed: int
     status: str = "finished"
@@ -130,103 +149,92 @@ class SeedRun:
     stop_reason: str | None = None
     final: dict[str, str] = field(default_factory=dict)
     """criterion -> final cell (see :mod:`ostr_ray.evidence.analysis`)."""
-    reports: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[EpochReport] = field(default_factory=list)
 
     def selections(self, criterion: str) -> list[tuple[int, str]]:
         """``(epoch, cell)`` of every report carrying a cell for ``criterion``, oldest first."""
-        out = []
-        for rep in self.reports:
-            cell = (rep.get("genotypes") or {}).get(criterion)
-            if cell:
-                out.append((int(rep["epoch"]), cell))
-        return out
+        return [(int(rep.epoch), rep.genotypes[criterion]) for rep in self.reports if rep.genotypes.get(criterion)]
 
-    def final_report(self, criterion: str) -> dict[str, Any] | None:
-        for rep in reversed(self.reports):
-            if (rep.get("genotypes") or {}).get(criterion):
-                return rep
-        return None
+    def final_report(self, criterion: str) -> EpochReport | None:
+        return next((rep for rep in reversed(self.reports) if rep.genotypes.get(criterion)), None)
 
     def cell_at(self, epoch: int, criterion: str) -> str | None:
         """The cell of the latest report with epoch <= ``epoch`` (carried forward after an early stop)."""
         latest = None
         for rep in self.reports:
-            if int(rep["epoch"]) <= epoch:
+            if int(rep.epoch) <= epoch:
                 latest = rep
         if latest is None:
             return None
-        return (latest.get("genotypes") or {}).get(criterion) or None
+        return latest.genotypes.get(criterion) or None
 
     @property
     def epoch_seconds(self) -> float:
-        return float(sum(float(r.get("epoch_seconds") or 0.0) for r in self.reports))
+        return float(sum(float(r.epoch_seconds or 0.0) for r in self.reports))
 
 
-def collect_seeds(report: Mapping[str, Any], history: Mapping[str, Any] | None, variant: str) -> list[SeedRun]:
-    """Every seed of ``variant`` from report.json, with its epoch reports from history.json when present."""
+def collect_seeds(report: LaunchReport, history: Coordinator | None, variant: str) -> list[SeedRun]:
+    """Every seed of ``variant`` from the report, with its epoch reports from the history when there is one."""
     runs: dict[int, SeedRun] = {}
-    for seed, data in (report.get("variants", {}).get(variant, {}).get("seeds") or {}).items():
-        runs[int(seed)] = SeedRun(
-            seed=int(seed),
-            status=data.get("status", "finished"),
-            reason=data.get("reason") or "",
-            last_epoch=int(data.get("last_epoch") or 0),
-            stop_reason=data.get("stop_reason"),
-            final={c: g for c, g in (data.get("genotypes") or {}).items() if g},
+    summary = report.variants.get(variant)
+    for seed, data in (summary.seeds if summary else {}).items():
+        runs[seed] = SeedRun(
+            seed=seed,
+            status=data.status,
+            reason=data.reason,
+            last_epoch=data.last_epoch,
+            stop_reason=data.stop_reason,
+            final=dict(data.genotypes),
         )
-    for trial in (history or {}).get("trials", []):
-        if trial.get("variant") != variant:
+    for key in history.trial_keys() if history is not None else []:
+        if key.variant != variant:
             continue
-        seed = int(trial["seed"])
-        run = runs.setdefault(seed, SeedRun(seed=seed, status=trial.get("status", "finished")))
-        if trial.get("status"):
-            run.status = trial["status"]
-            run.reason = trial.get("reason") or run.reason
-        run.reports = sorted(trial.get("reports", []), key=lambda r: int(r["epoch"]))
+        status, reason = history.trial_status(key)
+        run = runs.setdefault(key.seed, SeedRun(seed=key.seed, status=status))
+        run.status, run.reason = status, reason or run.reason
+        run.reports = history.trial_reports(key)
         if run.reports:
-            run.last_epoch = max(run.last_epoch, int(run.reports[-1]["epoch"]))
-            run.stop_reason = run.stop_reason or run.reports[-1].get("stop_reason")
-            for crit in {c for r in run.reports for c, g in (r.get("genotypes") or {}).items() if g}:
+            run.last_epoch = max(run.last_epoch, int(run.reports[-1].epoch))
+            run.stop_reason = run.stop_reason or run.reports[-1].stop_reason
+            for crit in {c for r in run.reports for c, g in r.genotypes.items() if g}:
                 run.final[crit] = run.selections(crit)[-1][1]
     return [runs[s] for s in sorted(runs)]
 
 
 @dataclass
 class Experiment:
+    """A launch as its records hold it."""
+
     path: str
-    report: dict[str, Any]
-    launch: dict[str, Any]
-    history: dict[str, Any] | None
+    report: LaunchReport
+    spec: LaunchSpec | None
+    """The launch spec: ``launch.json``, else the copy in the report, else ``None``."""
+    history: Coordinator | None
+    """The coordinator rebuilt from its saved state (every trial's epoch reports); ``None`` without one."""
 
-
-def _read_text(path: str, name: str) -> str | None:
-    """A file of the experiment directory (local or a pyarrow URI); ``None`` when it does not exist."""
-    if "://" in path:
-        import pyarrow.fs
-
-        fs, root = pyarrow.fs.FileSystem.from_uri(path)
-        if fs.get_file_info(f"{root}/{name}").type == pyarrow.fs.FileType.NotFound:
-            return None
-        with fs.open_input_stream(f"{root}/{name}") as stream:
-            return stream.read().decode()
-    file = Path(path) / name
-    return file.read_text() if file.is_file() else None
+    def variant_config(self, variant: str) -> dict[str, Any]:
+        """The variant's resolved search settings (empty when the launch spec is unknown)."""
+        return dict((self.spec.variants.get(variant) if self.spec else None) or {})
 
 
 def load_experiment(path: str | Path) -> Experiment:
-    """report.json (required), launch.json and history.json (optional) of an experiment directory."""
-    path = str(path) if "://" in str(path) else str(Path(path).resolve())
-    text = _read_text(path, REPORT_FILE)
-    if text is None:
-        raise EvidenceError(f"no {REPORT_FILE} in {path}; is the launch finished?")
-    launch_text = _read_text(path, LAUNCH_FILE)
-    history_text = _read_text(path, HISTORY_FILE)
+    """The launch report (required), the launch spec and the history (optional) of an experiment directory."""
+    launch = LaunchDir(path)
     try:
-        return Experiment(
-            path=path,
-            report=json.loads(text),
-            launch=json.loads(launch_text) if launch_text else {},
-            history=json.loads(history_text) if history_text else None,
-        )
-    except json.JSONDecodeError as err:
-        raise EvidenceError(f"unreadable JSON in {path}: {err}") from None
+        report = launch.read_report(required=False)
+        if report is None:
+            raise EvidenceError(f"no launch report in {launch.path}; is the launch finished?")
+        spec = launch.read_spec(required=False) or report.launch
+        state = launch.read_history()
+    except LaunchDirError as err:
+        raise EvidenceError(str(err)) from None
+    return Experiment(path=launch.path, report=report, spec=spec, history=_coordinator(state, launch.path))
+
+
+def _coordinator(state: dict[str, Any] | None, path: str) -> Coordinator | None:
+    if state is None:
+        return None
+    try:
+        return Coordinator.from_state(state)
+    except (KeyError, TypeError, ValueError) as err:
+        raise EvidenceError(f"the coordinator history in {path} cannot be read: {err}") from None

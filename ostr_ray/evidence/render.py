@@ -1,7 +1,8 @@
 """The evidence as tables: one :class:`TableSpec` per table of a variant, rendered as markdown or rich.
 
 The tables read the JSON-ready dict of :func:`ostr_ray.evidence.analysis.analyse_variant`; what each column
-means is written out in :mod:`ostr_ray.evidence.analysis`. rich is imported only in :func:`render_rich`.
+means is written out in :mod:`ostr_ray.evidence.analysis`. Criteria are named by their registered labels and
+the baseline comparison by the registry's baseline criterion. rich is imported only in :func:`render_rich`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ostr_ray.evidence.stats import CRITERION_LABELS, NB201_LIKE
+from ostr_ray.console.format import compact
+from ostr_ray.core.criteria import criterion_label
+from ostr_ray.evidence.stats import baseline_criterion, has_nb201_cells
 
 
 @dataclass
@@ -38,14 +41,13 @@ def _pm(stat: Mapping[str, Any] | None, digits: int = 2) -> str:
 
 
 def _label(crit: str) -> str:
-    return CRITERION_LABELS.get(crit, crit)
+    return criterion_label(crit)
 
 
 def _short(cell: str | None) -> str:
     if not cell:
         return "-"
-    text = cell.replace("nor_conv_", "c").replace("skip_connect", "skip").replace("avg_pool_3x3", "avg")
-    return text.replace("sep_conv_", "sep").replace("dil_conv_", "dil").replace("max_pool_3x3", "max")
+    return compact(cell)
 
 
 def _cell_type_order(cell_types: Any) -> list[str]:
@@ -58,6 +60,7 @@ def _table_i(data: Mapping[str, Any]) -> TableSpec | None:
     if not data.get("table_i"):
         return None
     metrics = data["metrics"]
+    optimal = data.get("optimal")
     rows = []
     for row in data["table_i"]:
         stops = ",".join(str(e) for _, e in sorted(row["stop_epochs"].items(), key=lambda kv: int(kv[0])))
@@ -71,13 +74,24 @@ def _table_i(data: Mapping[str, Any]) -> TableSpec | None:
                 stops,
             ]
         )
+    note = (
+        "consensus = the criterion's consensus cell; cost = trial time of the search (shared by all criteria); "
+        "stop epochs = each seed's last epoch, in seed order."
+    )
+    if optimal:
+        rows.append(["optimal", "-", *[_num(optimal[m]["value"]) for m in metrics], *["-"] * len(metrics), "-", ""])
+        note += " optimal = each column's best cell in the benchmark table."
     return TableSpec(
         "Table I: ground truth of the final cells (mean ± std over seeds)",
         ["criterion", "seeds", *metrics, *[f"consensus {m}" for m in metrics], "cost (trial-h)", "stop epochs"],
         rows,
-        "consensus = the criterion's consensus cell; cost = trial time of the search (shared by all criteria); "
-        "stop epochs = each seed's last epoch, in seed order.",
+        note,
     )
+
+
+def _baseline_name() -> str:
+    """The baseline criterion the ``= DARTS cell`` column compares with (the registry's; magnitude)."""
+    return baseline_criterion() or "(no baseline criterion registered)"
 
 
 def _same_as_magnitude(r: Mapping[str, Any]) -> str:
@@ -114,7 +128,7 @@ def _table_v(data: Mapping[str, Any]) -> TableSpec:
         rows,
         "= consensus: seeds whose final cell is the criterion's consensus cell; distinct: different final "
         "cells; pair agreement: share of seed pairs with equal cells; = DARTS cell: seeds whose cell equals "
-        "the same seed's magnitude cell.",
+        f"the same seed's {_baseline_name()} cell.",
     )
 
 
@@ -304,6 +318,18 @@ def markdown_table(spec: TableSpec) -> str:
     return "\n".join(lines)
 
 
+_NB201_NONE_TEXT = {
+    "exclude": "'none' never selected (the authors' code)",
+    "include": "'none' competes in the argmax (xautodl's DARTS baseline)",
+}
+
+
+def _decoder_text(decoder: Mapping[str, Any]) -> str:
+    value = decoder["nb201_none"]
+    text = f"`nb201_none: {value}`, {_NB201_NONE_TEXT.get(value, value)}"
+    return text if decoder.get("recorded") else text + "; not recorded by this launch, which predates the setting"
+
+
 def render_markdown(evidence: Mapping[str, Any]) -> str:
     """The whole evidence as markdown (what ``evidence.md`` holds and ``--format markdown`` prints)."""
     parts = [f"# Evidence: {evidence['name']}", ""]
@@ -319,8 +345,10 @@ def render_markdown(evidence: Mapping[str, Any]) -> str:
         parts += ["", f"## {variant} ({data['space']}, {len(data['seeds'])} seeds)", ""]
         if data.get("truth_source"):
             parts.append(f"- ground truth: `{data['truth_source']}`, primary metric `{data['metric']}`")
-        elif data["space"] in NB201_LIKE:
+        elif has_nb201_cells(data["space"]):
             parts.append("- ground truth: none (no NB201 table)")
+        if data.get("decoder"):
+            parts.append(f"- NB201 decoder: {_decoder_text(data['decoder'])}")
         for seed, why in (data.get("excluded") or {}).items():
             parts.append(f"- seed {seed} left out: {why}")
         for spec in variant_tables(data):
@@ -342,6 +370,8 @@ def render_rich(evidence: Mapping[str, Any]) -> Any:
         head = f"[bold]{variant}[/] ({data['space']}, {len(data['seeds'])} seeds)"
         if data.get("truth_source"):
             head += f"  ground truth: {data['truth_source']} [{data['metric']}]"
+        if data.get("decoder"):
+            head += f"  decoder: nb201_none={data['decoder']['nb201_none']}"
         parts.append(Text.from_markup(head))
         for spec in variant_tables(data):
             table = Table(title=spec.title, caption=spec.note or None, show_lines=False)

@@ -1,35 +1,57 @@
 """Pure statistics and cell helpers of the evidence report: no files, no ground truth, no rendering.
 
-The conventions these numbers follow (population std, NaN handling, parameter-free ops, single-edge
-neighbourhoods) are written out in :mod:`ostr_ray.evidence.analysis`.
+Which criteria exist, how each is shown and what it ranks by come from the criterion registry
+(:mod:`ostr_ray.core.criteria`); which spaces have NAS-Bench-201 cells from the space registry
+(``SearchSpace.benchmark``), so a newly registered criterion or space needs no change here. The conventions
+these numbers follow (population std, NaN handling, parameter-free ops, single-edge neighbourhoods) are
+written out in :mod:`ostr_ray.evidence.analysis`.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from itertools import combinations
-from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
 
+from ostr_ray.core.criteria import ArchState, CriterionError, baseline_criteria, get_criterion, list_criteria
+from ostr_ray.core.events import EpochReport
 from searchspaces import get_space
 from searchspaces.nb201_genotype import EDGES as NB201_EDGES
 from searchspaces.nb201_genotype import OPS as NB201_OPS
 from searchspaces.nb201_genotype import NB201Genotype
 
-CRITERIA = ("magnitude", "ostr", "ostr_star", "naive")
-CRITERION_LABELS = {"magnitude": "DARTS (magnitude)", "ostr": "OStr", "ostr_star": "OStr*", "naive": "naive"}
 STD_DDOF = 0
 """Population std over seeds (and over epochs) everywhere."""
 NB201_CANDIDATE_OPS = tuple(op for op in NB201_OPS if op != "none")
 """The ops of a single-edge neighbourhood, in NB201's op order: skip_connect, nor_conv_1x1, nor_conv_3x3,
 avg_pool_3x3."""
-NB201_LIKE = ("nb201",)
-"""Spaces with NB201's cell encoding: ground truth from an NB201 table, single-edge neighbourhoods."""
+
+
+# ============================================================================================ registries
+
+
+def ordered_criteria(present: Iterable[str]) -> list[str]:
+    """The criteria in ``present``: registered ones in registry order, then any no longer registered (an old
+    launch's), sorted."""
+    present = set(present)
+    registered = list_criteria()
+    return [c for c in registered if c in present] + sorted(present - set(registered))
+
+
+def baseline_criterion() -> str | None:
+    """The ablation's comparison point (DARTS' magnitude) as the registry marks it; ``None`` when none is."""
+    baselines = baseline_criteria()
+    return baselines[0] if baselines else None
+
+
+def has_nb201_cells(space: str) -> bool:
+    """Whether ``space``'s cells index the NAS-Bench-201 tables: ground truth, single-edge neighbourhoods."""
+    return get_space(space).benchmark == "nb201"
 
 
 # ============================================================================================ small statistics
@@ -117,10 +139,14 @@ def edge_name(edge: int) -> str:
     return f"{to}<-{frm}"
 
 
-def selection_scores(report: Mapping[str, Any], criterion: str) -> dict[str, np.ndarray] | None:
-    """The matrices ``criterion`` selects by in an epoch report (JSON form): magnitude = betas, the others
-    their ``scores`` entry; ``None`` when the report lacks them."""
-    source = report.get("betas") if criterion == "magnitude" else (report.get("scores") or {}).get(criterion)
-    if not source:
+def selection_scores(report: EpochReport, criterion: str) -> dict[str, np.ndarray] | None:
+    """The matrices ``criterion`` ranks by at ``report``'s epoch: the registered criterion re-applied to the
+    report's arrays (magnitude: the betas; ostr, ostr_star, naive: their score matrices); ``None`` when the
+    criterion is not registered (any more) or the report lacks what it reads."""
+    try:
+        scores = get_criterion(criterion)(ArchState.from_report(report)).scores
+    except (CriterionError, KeyError):
         return None
-    return {cell: np.asarray(m, dtype=np.float64) for cell, m in source.items()}
+    if not scores:
+        return None
+    return {cell: np.asarray(m, dtype=np.float64) for cell, m in scores.items()}

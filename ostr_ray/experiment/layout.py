@@ -104,8 +104,8 @@ class LaunchDir:
         except RecordError as exc:
             raise LaunchDirError(str(exc)) from None
 
-    def read_spec(self) -> LaunchSpec:
-        return self._read(LAUNCH_SPEC, LaunchSpec.from_json, required=True)
+    def read_spec(self, *, required: bool = True) -> LaunchSpec | None:
+        return self._read(LAUNCH_SPEC, LaunchSpec.from_json, required=required)
 
     def write_spec(self, spec: LaunchSpec) -> None:
         self.storage.write_text(LAUNCH_SPEC, json.dumps(spec.to_json(), indent=1))
