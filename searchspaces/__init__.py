@@ -13,6 +13,7 @@ from searchspaces.base import (
     get_space,
     list_spaces,
     register_space,
+    unregister_space,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "get_space",
     "list_spaces",
     "register_space",
+    "unregister_space",
 ]

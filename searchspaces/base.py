@@ -172,6 +172,11 @@ def register_space(name: str) -> Callable[[Callable[[], SearchSpace]], Callable[
     return wrap
 
 
+def unregister_space(name: str) -> None:
+    """Remove a space (tests and notebooks that register temporary ones)."""
+    _REGISTRY.pop(name, None)
+
+
 def get_space(name: str) -> SearchSpace:
     """The space registered as ``name``; a clear error naming the bad value otherwise."""
     try:

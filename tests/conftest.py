@@ -13,6 +13,17 @@ NB201_CSV = SHARED / "nb201" / "nb201_cifar10.csv"
 CIFAR10_DIR = SHARED / "cifar10"
 
 
+SLOW_FIXTURES = {"local_ray"}
+"""Tests that use these start Ray: they are ``slow`` without saying so themselves."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """``make test-fast`` (``-m "not slow"``) leaves out every test that starts Ray or a subprocess cluster."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tests run single-threaded: deterministic and fair to the other tests on 2 cores."""

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocess launches and benchmarks
+
 REPO = Path(__file__).resolve().parents[1]
 
 

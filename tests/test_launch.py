@@ -113,6 +113,7 @@ def _cli(*args, **kw):
     )
 
 
+@pytest.mark.slow
 def test_killed_driver_resumes_without_losing_or_repeating_epochs(tmp_path):
     settings = tiny_overrides(patience=0, epochs=6)
     common = ["--preset", "demo", "--storage", str(tmp_path), "--name", "resume", "--quiet"]
@@ -182,6 +183,7 @@ def test_seed_forms():
         (["--data-dir", "/nonexistent", "--dataset", "imagefolder"], "/nonexistent does not exist"),
     ],
 )
+@pytest.mark.slow
 def test_bad_launch_input_is_one_line_and_non_zero(tmp_path, args, message):
     result = _cli("launch", "--storage", str(tmp_path), *args, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 2
@@ -195,6 +197,6 @@ def test_status_of_an_unfinished_launch_says_so_and_how_to_resume(tmp_path):
 
     (tmp_path / SNAPSHOT).write_text(json.dumps({"variants": {}, "updated_at": 1000.0}))
     status = launch_status(str(tmp_path), now=1042.0)
-    assert status.state == "unfinished"
-    assert "last update 42 s ago" in status.stop_reason
+    assert status.state == "interrupted"
+    assert "last sign of life 42 s ago" in status.stop_reason
     assert f"ostr-ray launch --resume {tmp_path}" in status.stop_reason

@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # subprocess launches and benchmarks
+
 SCRIPT = REPO / "scripts" / "local_multinode.sh"
 
 

@@ -127,6 +127,7 @@ def test_unreachable_server_fails_fast_with_one_line():
     assert "http://127.0.0.1:1" in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_cli_unreachable_tracking_uri_exits_2_before_any_trial(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "ostr_ray.cli", "launch", "--storage", str(tmp_path), "--name", "nowhere"]
@@ -320,6 +321,7 @@ def test_launch_recorded_on_a_real_mlflow_server(tmp_path, local_ray):
 
 
 # ---------------------------------------------------------------------------------------------- retries
+@pytest.mark.slow
 def test_resent_epochs_and_a_restarted_driver_never_duplicate_runs_or_values(tmp_path):
     """What a retried trial (backfilled epochs) and a resumed driver look like to the recorder."""
     spec = tiny_spec(tmp_path, "retry", seeds="2")
@@ -382,6 +384,7 @@ def test_a_trial_failing_before_its_first_report_gets_a_failed_child(tmp_path):
     assert children[0].data.tags["ostr.failure_reason"] == "data set missing"
 
 
+@pytest.mark.slow
 def test_ui_command_serves_the_launch_record_and_stops_cleanly(tmp_path):
     spec = tiny_spec(tmp_path, "look", seeds="1")
     recorder = LaunchRecorder.from_spec(spec)

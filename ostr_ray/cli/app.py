@@ -6,8 +6,11 @@ and the one-line input errors stay fast (no torch, Ray or MLflow import before t
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from ostr_ray.cli.errors import DEBUG
 from ostr_ray.cli.launch import launch, status
 from ostr_ray.cli.misc import nb201_lookup, presets
 from ostr_ray.cli.report import report, ui
@@ -22,6 +25,15 @@ app = typer.Typer(
 )
 nb201_app = typer.Typer(no_args_is_help=True, help="NAS-Bench-201 ground truth.")
 app.add_typer(nb201_app, name="nb201")
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option(help="Show the traceback of an unexpected error instead of one line.")] = False,
+) -> None:
+    """Multi-seed OStr-DARTS architecture search on Ray, recorded in MLflow."""
+    DEBUG["on"] = debug
+
 
 app.command()(search)
 app.command()(launch)

@@ -7,12 +7,15 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.text import Text
 
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+DEBUG = {"on": False}
+"""Set by ``ostr-ray --debug``: unexpected errors then show their traceback instead of one line."""
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -69,11 +72,15 @@ def cli_errors(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.ClickException):
+            raise
         except SearchError as exc:
             fail(str(exc), code=1)
         except Exception as exc:
             if isinstance(exc, user_errors() + edge_errors()):
                 fail(str(exc))
-            raise
+            if DEBUG["on"]:
+                raise
+            fail(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", code=1)
 
     return wrapper  # type: ignore[return-value]

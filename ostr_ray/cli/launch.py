@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -23,22 +24,57 @@ def launch(
     seeds: Annotated[str, typer.Option(help="A count (5 = seeds 0..4) or a list (3,7,11).")] = "5",
     spaces: Annotated[str | None, typer.Option(help="Variants: spaces (nb201,darts,pcdarts) or presets.")] = None,
     resume: Annotated[str | None, typer.Option(help="Continue the interrupted launch at this path.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Start over in an existing launch directory (deletes it).")] = False,
 ) -> None:
-    """Search several seeds (and variants) side by side on Ray Tune, with consensus and early stop."""
+    """Search several seeds (and variants) side by side on Ray Tune, with consensus and early stop.
+
+    Exit status: 0 every trial finished, 3 some trials failed, 1 all failed, 2 bad input (before Ray starts),
+    130 interrupted by Ctrl-C (143 by SIGTERM): continue with --resume."""
     from ostr_ray.console.live import LaunchView
+    from ostr_ray.experiment import LaunchDir
+    from ostr_ray.orchestration import preflight
     from ostr_ray.orchestration.run import resume_launch, run_launch
 
     if resume:
-        from ostr_ray.experiment import LaunchDir
-
+        path = LaunchDir(resume).path
         view = LaunchView(LaunchDir(resume).read_spec().criterion, quiet=output.quiet)
-        report = resume_launch(resume, listeners=[view], view=view, address=where.address)
+        start = partial(resume_launch, resume, listeners=[view], view=view, address=where.address)
     else:
         spec = _spec(data, stop, where, preset, seeds, spaces)
+        preflight.preflight_launch(spec, local=where.address is None, overwrite=overwrite)
+        path = spec.experiment_path
         view = LaunchView(spec.criterion, quiet=output.quiet)
-        report = run_launch(spec, listeners=[view], view=view, address=where.address)
+        start = partial(run_launch, spec, listeners=[view], view=view, address=where.address)
+    report = _run(start, path, view)
     print_report(report, as_json=output.json_out)
     _print_mlflow_hint(report)
+    raise typer.Exit(exit_code(report))
+
+
+def _run(start: Any, path: str, view: Any) -> Any:
+    """Run the launch; a second Ctrl-C (which stops at once) still ends with its interrupted report."""
+    from ostr_ray.experiment import LaunchDir
+
+    try:
+        return start()
+    except KeyboardInterrupt:
+        view.close()
+        report = LaunchDir(path).read_report(required=False)
+        if report is None:
+            raise typer.Exit(130) from None
+        return report
+
+
+EXIT_CODES = {"finished": 0, "partial": 3, "failed": 1}
+
+
+def exit_code(report: Any) -> int:
+    """The exit status a launch's outcome stands for (see ``ostr-ray launch --help``)."""
+    import signal
+
+    if report.outcome == "interrupted":
+        return 128 + int(getattr(signal, report.interrupted_by or "SIGINT", signal.SIGINT))
+    return EXIT_CODES.get(report.outcome, 1)
 
 
 def _spec(data: DataOptions, stop: StopOptions, where: ClusterOptions, preset: str, seeds: str, spaces: Any) -> Any:
@@ -89,7 +125,9 @@ def print_report(report: Any, *, as_json: bool) -> None:
         return
     out = Console()
     out.print(report_table(report))
-    out.print(f"report: {report.experiment_path}/{REPORT}", highlight=False, markup=False)
+    for trial, why in report.failures.items():
+        err.print(f"failed: {trial}: {why}", highlight=False, markup=False)
+    out.print(f"{report.outcome}: {report.experiment_path}/{REPORT}", highlight=False, markup=False)
 
 
 @cli_errors
@@ -116,3 +154,6 @@ def status(
         )
     )
     out.print(f"state: {found.state}", highlight=False, markup=False)
+    if found.report is not None:
+        for trial, why in found.report.failures.items():
+            out.print(f"failed: {trial}: {why}", highlight=False, markup=False)

@@ -91,6 +91,7 @@ def ui(
     from ostr_ray.experiment import LaunchDir
     from ostr_ray.tracking.store import is_server, ui_backend_uri
 
+    _check_port_free(port)
     uri = ui_backend_uri(path)
     if is_server(uri):
         typer.echo(f"this launch is recorded on the MLflow server {uri}: open it there")
@@ -104,6 +105,17 @@ def ui(
     code = _serve(command)
     if code not in (0, -signal.SIGINT, 128 + signal.SIGINT):
         fail(f"mlflow ui exited with status {code}", code=1)
+
+
+def _check_port_free(port: int) -> None:
+    """The UI would fail to bind after printing its URL; say so first, in one line."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            fail(f"port {port} on 127.0.0.1 is in use; choose another with --port")
 
 
 def _serve(command: list[str]) -> int:

@@ -35,6 +35,7 @@ def search(
     )
     saved = read_checkpoint(resume) if resume is not None else None  # read once: config and start epoch
     config, out = _config_and_out(preset, seed, overrides, saved, out or resume)
+    _preflight(config, out)
     result = _run(config, out, saved, quiet)
     _print_result(out, config, result)
 
@@ -46,6 +47,24 @@ def _config_and_out(preset: str, seed: int, overrides: dict[str, Any], saved: An
         return config_from_dict({**saved["config"], **{k: v for k, v in overrides.items() if k != "seed"}}), out
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return build_config(preset, overrides), out or Path("ostr_runs") / f"search-{Path(preset).stem}-seed{seed}-{stamp}"
+
+
+def _preflight(config: Any, out: Path) -> None:
+    """What would otherwise fail after data loading or an epoch of training: the output folder, the device,
+    the NB201 table, and whether one step fits the device's memory."""
+    import torch
+
+    from ostr_ray.core.config import ConfigError
+    from ostr_ray.core.memory import check_search_memory
+    from ostr_ray.orchestration.preflight import check_tables, check_writable
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
+    check_writable(str(out), "--out")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {config.device}: this machine has no CUDA GPU (torch sees none)")
+    check_tables({"search": config.to_dict()})
+    check_search_memory(config)
 
 
 def _run(config: Any, out: Path, saved: Any, quiet: bool) -> Any:

@@ -31,22 +31,25 @@ def shown_criteria(data: VariantSummary) -> list[str]:
 
 
 def variant_table(variant: str, data: VariantSummary, truth: dict[str, Any]) -> Table:
+    """One row per seed, one line per criterion: status, epochs, criterion, compact genotype and (with an NB201
+    table) its ground truth, so the table stays within 100 columns however many criteria are registered."""
     table = Table(title=escape(variant), show_lines=True)
-    table.add_column("seed", justify="right")
-    table.add_column("status")
-    table.add_column("epochs", justify="right")
+    for column in ("seed", "status", "epochs", "criterion", "genotype"):
+        table.add_column(column, justify="right" if column in ("seed", "epochs") else "left", overflow="fold")
+    seeds_truth = truth.get("seeds") or {}
+    if seeds_truth:
+        table.add_column("truth", justify="right", style="green")
     criteria = shown_criteria(data)
-    for crit in criteria:
-        table.add_column(escape(criterion_label(crit)), overflow="fold")
-    for seed, seed_data in sorted(data.seeds.items()):
-        seed_truth = (truth.get("seeds") or {}).get(str(seed), {})
-        status = seed_data.status + (f": {seed_data.reason}" if seed_data.reason else "")
-        table.add_row(
-            str(seed),
-            Text(status),
-            str(seed_data.last_epoch),
-            *[_with_truth(seed_data.genotypes.get(c), seed_truth.get(c), data.space) for c in criteria],
-        )
+    for seed, info in sorted(data.seeds.items()):
+        per_criterion = [
+            short_genotype(info.genotypes[c], 200, data.space) if info.genotypes.get(c) else "-" for c in criteria
+        ]
+        row = [str(seed), info.status, str(info.last_epoch), "\n".join(map(criterion_label, criteria)) or "-"]
+        row.append("\n".join(per_criterion) or "-")
+        if seeds_truth:
+            values = [first_metric(seeds_truth.get(str(seed), {}).get(c)) for c in criteria]
+            row.append("\n".join("-" if v is None else f"{v:.2f}" for v in values))
+        table.add_row(*(Text(cell) for cell in row))
     return table
 
 

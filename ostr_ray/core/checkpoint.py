@@ -38,7 +38,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG/numpy state
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG/numpy state
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError... for a torn file
+        raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}); is it cut off?") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an ostr-ray search checkpoint")
     return state

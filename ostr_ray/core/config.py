@@ -19,12 +19,14 @@ from typing import Any
 
 import yaml
 
+from ostr_ray.core.fieldtypes import checked_fields
 from ostr_ray.data import DATASETS, DataError, check_data_path, get_source
 from searchspaces import SearchSpace, SearchSpaceError, get_space
 from searchspaces.nb201_genotype import NB201_NONE_MODES
 
 ORDERS = ("first", "second", "single")
 AMP_MODES = ("auto", "off", "bf16")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 AUGMENTS = ("pad_crop", "random_resized_crop")
 
 
@@ -103,6 +105,10 @@ class SearchConfig:
     """auto = fp32 (measured fastest for the search step on an H100); bf16 = bf16 autocast on CUDA."""
     channels_last: bool = False
     """channels_last memory format on CUDA (measured no faster for these supernets on an H100; opt in)."""
+    compile: str = "off"
+    """torch.compile the supernet forward (a seed group: its stacked forward) on CUDA, in this torch.compile mode
+    (``default``, ``reduce-overhead`` = CUDA graphs, ``max-autotune``); ``off`` (default) and any CPU run stay eager.
+    Changes float rounding only, so a checkpoint resumes with it on or off."""
     device: str = "auto"
     threads: int | None = None
     nb201_table: str | None = None
@@ -138,6 +144,7 @@ _NON_SHAPING = {
     "nb201_table",
     "description",
     "criterion",
+    "compile",
 }
 
 # Shaping settings added after release 0.1, with the default that reproduces the search before them.
@@ -211,8 +218,12 @@ def config_from_dict(values: dict[str, Any]) -> SearchConfig:
     values = dict(values)
     if values.get("amp") is False:  # YAML 1.1 reads a bare `off` as false
         values["amp"] = "off"
-    if "a_betas" in values:
-        values["a_betas"] = tuple(float(b) for b in values["a_betas"])
+    if isinstance(values.get("compile"), bool):  # and `on` / `off` as true / false
+        values["compile"] = "default" if values["compile"] else "off"
+    try:
+        values = checked_fields(SearchConfig, values)
+    except ValueError as exc:
+        raise ConfigError(f"setting {exc}") from None
     config = SearchConfig(**values)
     validate(config)
     return config
@@ -253,6 +264,10 @@ def validate(config: SearchConfig) -> None:
         config.amp in AMP_MODES,
         f"unknown amp mode {config.amp!r}; choose from {', '.join(AMP_MODES)}"
         " (fp16 needs loss scaling, which would distort the gradients strength is read from)",
+    )
+    _require(
+        config.compile in COMPILE_MODES,
+        f"unknown compile mode {config.compile!r}; choose from {', '.join(COMPILE_MODES)}",
     )
     _require(
         config.criterion in list_criteria(),

@@ -99,6 +99,8 @@ class NB201Table:
                 rows = list(reader)
         except OSError as err:
             raise NB201TableError(f"cannot read NB201 table {path}: {err.strerror or err}") from None
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise NB201TableError(f"NB201 table {path} is not a CSV text file ({type(err).__name__})") from None
         if "arch" not in header:
             raise NB201TableError(f"NB201 table {path} has no 'arch' column (columns: {', '.join(header)})")
         available = [name for name in header if name not in ("arch", "index")]

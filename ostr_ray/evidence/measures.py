@@ -24,6 +24,7 @@ from ostr_ray.evidence.stats import (
     spearman,
 )
 from searchspaces import get_space
+from searchspaces.base import AUXILIARY_PREFIX
 from searchspaces.nb201_genotype import EDGES as NB201_EDGES
 from searchspaces.nb201_genotype import OPS as NB201_OPS
 from searchspaces.nb201_genotype import NB201Genotype
@@ -172,7 +173,7 @@ def eval_cost(space: str, cell: str, C: int = 36, layers: int = 20, image_size: 
 
     sp = get_space(space)
     network = sp.build_eval_network(sp.parse_genotype(cell), C=C, layers=layers, auxiliary=False).eval()
-    params = sum(p.numel() for name, p in network.named_parameters() if not name.startswith("auxiliary_head"))
+    params = sum(p.numel() for name, p in network.named_parameters() if not name.startswith(AUXILIARY_PREFIX))
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         network(torch.zeros(1, 3, image_size, image_size))
     return {"params_m": params / 1e6, "madds_m": counter.get_total_flops() / 2 / 1e6}

@@ -41,7 +41,7 @@ def write_outputs(evidence: dict[str, Any], path: str | None = None, *, report: 
 
 def mlflow_parent_run(path: str) -> tuple[str, str | None] | None:
     """``(parent run id, tracking URI)`` of the launch at ``path`` from its MLflow run map, or ``None`` when it
-    has none (or no parent run). A map without a URI means the launch's own store, when it has one."""
+    has none (or no parent run). The launch's own store is opened where the directory is now."""
     launch = LaunchDir(path)
     try:
         runs = launch.read_runs()
@@ -49,8 +49,9 @@ def mlflow_parent_run(path: str) -> tuple[str, str | None] | None:
         return None
     if runs is None or not runs.parent_run_id:
         return None
-    uri = runs.tracking_uri or (launch.tracking_db_uri() if launch.has_tracking_db() else None)
-    return runs.parent_run_id, uri
+    from ostr_ray.tracking.store import launch_store_uri
+
+    return runs.parent_run_id, launch_store_uri(launch)
 
 
 def log_to_mlflow(path: str, files: Sequence[str], artifact_path: str | None = None) -> str | None:

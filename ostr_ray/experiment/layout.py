@@ -7,6 +7,8 @@ A launch directory (``<storage>/<name>``)::
     history.json         the coordinator's full state: every trial's epoch reports, every epoch's statistics
     report.json          LaunchReport: written when the launch ends
     mlflow_runs.json     MlflowRunMap: where the launch is recorded in MLflow
+    driver.json          DriverRecord: which process drives the launch, and its heartbeat
+    .driver.lock         held (an OS file lock) by the driving process for its whole life
     mlflow.db            the launch's own SQLite MLflow store (unless --tracking-uri points elsewhere)
     mlartifacts/         that store's artifacts
     evidence.md, evidence.json, fig_*.png    written by ``ostr-ray report``
@@ -25,6 +27,7 @@ from ostr_ray.core.checkpoint import CHECKPOINT_NAME
 from ostr_ray.core.summaries import LaunchSummary
 from ostr_ray.experiment.records import (
     CoordinatorSnapshot,
+    DriverRecord,
     LaunchReport,
     LaunchSpec,
     MlflowRunMap,
@@ -38,6 +41,8 @@ SNAPSHOT = "coordinator.json"
 HISTORY = "history.json"
 REPORT = "report.json"
 MLFLOW_RUNS = "mlflow_runs.json"
+DRIVER = "driver.json"
+DRIVER_LOCK = ".driver.lock"
 TRACKING_DB = "mlflow.db"
 ARTIFACTS = "mlartifacts"
 WORKER_PID = "worker.pid"
@@ -118,7 +123,11 @@ class LaunchDir:
         self.storage.write_text(SNAPSHOT, json.dumps(snapshot.to_json(), indent=1))
 
     def read_report(self, *, required: bool = True) -> LaunchReport | None:
-        return self._read(REPORT, LaunchReport.from_json, required=required)
+        """The report, with ``experiment_path`` where the directory is now (it may have been moved)."""
+        report = self._read(REPORT, LaunchReport.from_json, required=required)
+        if report is not None:
+            report.experiment_path = self.path
+        return report
 
     def write_report(self, report: LaunchReport) -> None:
         self.storage.write_text(REPORT, json.dumps(report.to_json(), indent=1))
@@ -133,6 +142,27 @@ class LaunchDir:
     def read_runs(self) -> MlflowRunMap | None:
         return self._read(MLFLOW_RUNS, MlflowRunMap.from_json, required=False)
 
+    def read_driver(self) -> DriverRecord | None:
+        return self._read(DRIVER, DriverRecord.from_json, required=False)
+
+    def write_driver(self, driver: DriverRecord) -> None:
+        self.storage.write_text(DRIVER, json.dumps(driver.to_json(), indent=1))
+
+    def lock_path(self) -> Path:
+        return Path(self.path) / DRIVER_LOCK
+
+    def recorded_path(self) -> str | None:
+        """Where the launch was when it was launched (its spec's experiment path); None without a spec."""
+        try:
+            spec = self.read_spec(required=False)
+        except LaunchDirError:
+            return None
+        return spec.experiment_path if spec else None
+
+    def tracking_uri(self, runs: MlflowRunMap) -> str | None:
+        """The store ``runs`` live in, for this directory as it is now (its own mlflow.db wherever it moved)."""
+        return self.tracking_db_uri() if runs.local_store and not self.is_remote else runs.tracking_uri
+
     def write_runs(self, runs: MlflowRunMap) -> None:
         self.storage.write_text(MLFLOW_RUNS, json.dumps(runs.to_json(), indent=1))
 
@@ -140,6 +170,9 @@ class LaunchDir:
         SearchDir(self.trial(variant, seed).root).write_record(record)
 
     # -- the local MLflow store ------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.storage.exists()
+
     def tracking_db_uri(self) -> str:
         if self.is_remote:
             raise LaunchDirError(f"{self.path} is remote storage: it has no local MLflow database")

@@ -41,6 +41,9 @@ def _check_version(data: Any, schema: str, where: str) -> dict[str, Any]:
     return data
 
 
+OUTCOMES = ("finished", "partial", "failed", "interrupted")
+
+
 # ------------------------------------------------------------------------------------------------ launch spec
 
 
@@ -89,6 +92,11 @@ class LaunchSpec:
     def to_json(self) -> dict[str, Any]:
         return {**_header("launch-spec"), **dataclasses.asdict(self)}
 
+    def moved_to(self, experiment_path: str) -> LaunchSpec:
+        """This spec for the launch directory now at ``experiment_path`` (moved or copied since)."""
+        root, _, name = resolve(experiment_path).rstrip("/").rpartition("/")
+        return dataclasses.replace(self, storage=root, name=name)
+
     @classmethod
     def from_json(cls, data: Any, where: str = "launch.json") -> LaunchSpec:
         data = _check_version(data, "launch-spec", where)
@@ -107,10 +115,14 @@ class MlflowRunMap:
     """Where a launch is recorded in MLflow (``mlflow_runs.json``): store, experiment, parent and trial runs."""
 
     tracking_uri: str | None = None
+    """The store; for the launch's own SQLite store this is where it was written from (see ``local_store``)."""
     experiment_id: str | None = None
     parent_run_id: str | None = None
     children: dict[str, str] = field(default_factory=dict)
     """``"<variant>/<seed>"`` -> the trial's child run id."""
+    local_store: bool = False
+    """The store is the launch directory's own ``mlflow.db``: readers open it where the directory is now, so a
+    launch directory can be moved or copied to another machine."""
 
     def to_json(self) -> dict[str, Any]:
         return {**_header("mlflow-runs"), **dataclasses.asdict(self)}
@@ -119,7 +131,9 @@ class MlflowRunMap:
     def from_json(cls, data: Any, where: str = "mlflow_runs.json") -> MlflowRunMap:
         data = _check_version(data, "mlflow-runs", where)
         children = data.get("children") or data.get("trial_run_ids") or {}  # the report's name in release 0.1
-        return cls(data.get("tracking_uri"), data.get("experiment_id"), data.get("parent_run_id"), dict(children))
+        uri = data.get("tracking_uri")
+        local = bool(data.get("local_store", bool(uri) and uri.startswith("sqlite:") and uri.endswith("/mlflow.db")))
+        return cls(uri, data.get("experiment_id"), data.get("parent_run_id"), dict(children), local)
 
 
 # ------------------------------------------------------------------------------------------------ snapshot / report
@@ -148,10 +162,17 @@ class CoordinatorSnapshot(LaunchSummary):
 
 @dataclass
 class LaunchReport(LaunchSummary):
-    """A launch's final report (``report.json``): the summary, how it stopped, what it cost and where it is
-    recorded."""
+    """A launch's final report (``report.json``): the summary, how it ended, what it cost and where it is
+    recorded. Written when the driver ends, also when it was interrupted (``outcome``)."""
 
     name: str = ""
+    outcome: str = "finished"
+    """``finished`` (every trial finished or stopped), ``partial`` (some trials failed), ``failed`` (all did),
+    ``interrupted`` (Ctrl-C or SIGTERM: ``ostr-ray launch --resume`` continues it)."""
+    interrupted_by: str | None = None
+    """The signal that interrupted the launch (``SIGINT``, ``SIGTERM``), when it was."""
+    failures: dict[str, str] = field(default_factory=dict)
+    """``"<variant>/<seed>"`` -> why that trial failed, for every failed trial."""
     experiment_path: str = ""
     stop_reason: str = ""
     launch: LaunchSpec | None = None
@@ -165,6 +186,9 @@ class LaunchReport(LaunchSummary):
         return {
             **_header("launch-report"),
             "name": self.name,
+            "outcome": self.outcome,
+            "interrupted_by": self.interrupted_by,
+            "failures": dict(self.failures),
             "experiment_path": self.experiment_path,
             "stop_reason": self.stop_reason,
             "launch": dataclasses.asdict(self.launch) if self.launch else None,
@@ -182,6 +206,9 @@ class LaunchReport(LaunchSummary):
         return cls(
             **_summary_values(data, where),
             name=data.get("name") or "",
+            outcome=data.get("outcome") or "finished",  # release 0.1 wrote a report only when a fit returned
+            interrupted_by=data.get("interrupted_by"),
+            failures=dict(data.get("failures") or {}),
             experiment_path=data.get("experiment_path") or "",
             stop_reason=data.get("stop_reason") or "",
             launch=LaunchSpec.from_json(launch, f"{where} (launch)") if launch else None,
@@ -197,6 +224,38 @@ def _summary_values(data: dict[str, Any], where: str) -> dict[str, Any]:
         return LaunchSummary.summary_values(data)
     except (TypeError, ValueError, AttributeError) as exc:
         raise RecordError(f"{where} does not hold a launch summary: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+@dataclass
+class DriverRecord:
+    """Who drives a launch (``driver.json``): written when a driver takes the launch directory, refreshed every
+    few seconds while it runs (``heartbeat_at``), and stamped ``ended_at`` when it lets go."""
+
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    ended_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**_header("driver"), **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "driver.json") -> DriverRecord:
+        data = _check_version(data, "driver", where)
+        try:
+            return cls(
+                str(data["host"]),
+                int(data["pid"]),
+                float(data["started_at"]),
+                float(data["heartbeat_at"]),
+                data.get("ended_at"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordError(f"{where} is not a driver record: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------------ search

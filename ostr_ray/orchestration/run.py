@@ -4,27 +4,42 @@ Ray's own machinery does the distributed work: Tune places trials on the cluster
 epoch's checkpoint in the experiment storage, retries a failed trial from its last checkpoint
 (``FailureConfig``) and restores an interrupted experiment (``Tuner.restore``). The coordinator rides along
 as a callback and a stopper (:mod:`.callbacks`); MLflow records through a listener
-(:class:`~ostr_ray.tracking.recorder.LaunchRecorder`).
+(:class:`~ostr_ray.tracking.recorder.LaunchRecorder`). The driver holds the launch directory for its whole life
+(:mod:`.ownership`), and every way it can end (finished, some or all trials failed, Ctrl-C or SIGTERM) is
+written as the report's ``outcome``.
 """
 
 from __future__ import annotations
 
+import shutil
+import signal
 import time
 from typing import Any
 
 from ray import tune
 
 from ostr_ray.core.coordinator import Coordinator, TrialKey
-from ostr_ray.experiment import LaunchDir, LaunchReport, LaunchSpec, trial_dirname
+from ostr_ray.experiment import LaunchDir, LaunchReport, LaunchSpec, trial_dirname, trial_run_name
 from ostr_ray.experiment.storage import resolve
 from ostr_ray.orchestration import cluster
 from ostr_ray.orchestration.callbacks import ConsensusStopper, CoordinatorCallback, trial_key
+from ostr_ray.orchestration.interrupts import Interrupts
+from ostr_ray.orchestration.ownership import DriverLock
 from ostr_ray.orchestration.spec import LaunchError, variant_criteria, variant_patience
 from ostr_ray.orchestration.trial import search_trial
+from ostr_ray.tracking.store import TrackingError
+
+REFUSALS = (LaunchError, cluster.ClusterError, TrackingError)
+"""Errors that refuse a launch before its first trial (bad address, unusable tracking store, no GPU...)."""
 
 
-def _trainable(spec: LaunchSpec):
-    return tune.with_resources(search_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+def trainable(spec: LaunchSpec):
+    """The trial function with its resources; ``extra["memory_bytes"]`` reserves host memory per trial, so
+    Ray does not pack more trials on a node than fit (its memory monitor would kill them)."""
+    resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
+    if spec.extra.get("memory_bytes"):
+        resources["memory"] = int(spec.extra["memory_bytes"])
+    return tune.with_resources(search_trial, resources)
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -56,6 +71,25 @@ def new_coordinator(spec: LaunchSpec) -> Coordinator:
     return coordinator
 
 
+def _tuner(spec: LaunchSpec, callback: CoordinatorCallback) -> Any:
+    return tune.Tuner(
+        trainable(spec),
+        param_space={"trial": tune.grid_search(spec.trial_configs())},
+        tune_config=tune.TuneConfig(
+            reuse_actors=False, trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=spec.storage,
+            callbacks=[callback],
+            stop=ConsensusStopper(callback.coordinator),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=0,
+        ),
+    )
+
+
 def run_launch(
     spec: LaunchSpec,
     *,
@@ -69,29 +103,20 @@ def run_launch(
     ``recorder`` (default: a :class:`~ostr_ray.tracking.recorder.LaunchRecorder` for ``spec.tracking_uri``, its
     store checked before Ray starts) records the launch in MLflow.
     """
-    recorder = _recorder(spec, recorder)
-    init_ray(address, spec)
-    coordinator = new_coordinator(spec)
-    callback = CoordinatorCallback(coordinator, spec.experiment_path)
-    callback.view, callback.listeners = view, [*(listeners or []), recorder]
-    LaunchDir(spec.experiment_path).write_spec(spec)
-    tuner = tune.Tuner(
-        _trainable(spec),
-        param_space={"trial": tune.grid_search(spec.trial_configs())},
-        tune_config=tune.TuneConfig(
-            reuse_actors=False, trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname
-        ),
-        run_config=tune.RunConfig(
-            name=spec.name,
-            storage_path=spec.storage,
-            callbacks=[callback],
-            stop=ConsensusStopper(coordinator),
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            verbose=0,
-        ),
-    )
-    return _fit_and_report(tuner, callback, spec, recorder)
+    launch = LaunchDir(spec.experiment_path)
+    created = not launch.exists()
+    try:
+        with DriverLock(launch):
+            recorder = _recorder(spec, recorder)
+            init_ray(address, spec)
+            callback = CoordinatorCallback(new_coordinator(spec), spec.experiment_path)
+            callback.view, callback.listeners = view, [*(listeners or []), recorder]
+            launch.write_spec(spec)
+            return _fit_and_report(_tuner(spec, callback), callback, spec, recorder)
+    except REFUSALS:
+        if created and not launch.is_remote:  # refused before any trial ran: leave nothing behind
+            shutil.rmtree(launch.path, ignore_errors=True)
+        raise
 
 
 def resume_launch(
@@ -103,24 +128,29 @@ def resume_launch(
     recorder: Any = None,
 ) -> LaunchReport:
     """Continue an interrupted launch: unfinished trials resume from their last checkpoints and the
-    coordinator's history comes back through Tune's callback state; the MLflow runs continue too."""
-    experiment_path = resolve(path)
-    spec = LaunchDir(experiment_path).read_spec()
-    recorder = _recorder(spec, recorder)
-    init_ray(address, spec)
-    if not tune.Tuner.can_restore(experiment_path):
-        raise LaunchError(f"{experiment_path} holds no restorable Tune experiment")
-    tuner = tune.Tuner.restore(experiment_path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
-    callback = _find_callback(tuner)
-    callback.view, callback.listeners = view, [*(listeners or []), recorder]
-    return _fit_and_report(tuner, callback, spec, recorder)
+    coordinator's history comes back through Tune's callback state; the MLflow runs continue too. A launch
+    directory moved since (or copied to another machine) continues where it is now."""
+    launch = LaunchDir(resolve(path))
+    with DriverLock(launch):
+        spec = launch.read_spec().moved_to(launch.path)
+        recorder = _recorder(spec, recorder)
+        init_ray(address, spec)
+        if not tune.Tuner.can_restore(launch.path):
+            raise LaunchError(f"{launch.path} holds no restorable Tune experiment")
+        tuner = tune.Tuner.restore(launch.path, trainable=trainable(spec), resume_unfinished=True, resume_errored=True)
+        callback = _find_callback(tuner)
+        callback.experiment_path = launch.path
+        callback.view, callback.listeners = view, [*(listeners or []), recorder]
+        return _fit_and_report(tuner, callback, spec, recorder)
 
 
 def _recorder(spec: LaunchSpec, recorder: Any) -> Any:
     if recorder is not None:
         return recorder
     from ostr_ray.tracking.recorder import LaunchRecorder
+    from ostr_ray.tracking.store import relocate_local_store
 
+    relocate_local_store(LaunchDir(spec.experiment_path))  # a moved launch's store, before it is opened
     return LaunchRecorder.from_spec(spec)  # fails fast (TrackingError) on an unusable tracking URI
 
 
@@ -133,31 +163,88 @@ def _find_callback(tuner: Any) -> CoordinatorCallback:
 
 
 def _fit_and_report(tuner: Any, callback: CoordinatorCallback, spec: LaunchSpec, recorder: Any) -> LaunchReport:
+    """Fit, then write report.json and history.json and close the MLflow record, however the fit ended."""
     started = time.time()
     recorder.start(spec, callback.coordinator)
+    results, raised = None, None
+    with Interrupts() as interrupts:
+        try:
+            results = tuner.fit()
+        except KeyboardInterrupt as exc:  # a second Ctrl-C, or one raised from a listener
+            raised = exc
+            interrupts.signal = interrupts.signal or signal.SIGINT
+        except BaseException as exc:  # the driver itself failed: no MLflow run may stay RUNNING
+            recorder.abort(exc)
+            raise
+    _mark_stopped_by_consensus(callback.coordinator, interrupts.signal)
+    report = _report(spec, callback.coordinator, results, interrupts.signal, time.time() - started)
+    report.mlflow = recorder.describe()
     launch = LaunchDir(spec.experiment_path)
-    try:
-        results = tuner.fit()
-        coordinator = callback.coordinator
-        summary = coordinator.summary()
-        report = LaunchReport(
-            **vars(summary),
-            name=spec.name,
-            experiment_path=spec.experiment_path,
-            stop_reason=coordinator.experiment_should_stop() or "every trial ended",
-            launch=spec,
-            search_cost_trial_hours=_trial_hours(results),
-            wall_seconds_this_run=time.time() - started,
-        )
-        report.ground_truth = ground_truth(spec, report)
-        report.mlflow = recorder.describe()
-        launch.write_history(coordinator.state_dict())
-        launch.write_report(report)
-    except BaseException as exc:  # Ctrl-C included: no MLflow run may stay RUNNING
-        recorder.abort(exc)
-        raise
+    launch.write_history(callback.coordinator.state_dict())
+    launch.write_report(report)
     recorder.finish(report)
+    if raised is not None:
+        raise raised
     return report
+
+
+def _mark_stopped_by_consensus(coordinator: Coordinator, interrupted_by: int | None) -> None:
+    """Trials Tune ended because the consensus stopped the launch (its stop-all does not report them complete)."""
+    reason = coordinator.experiment_should_stop()
+    if interrupted_by is not None or reason is None:
+        return
+    for key in coordinator.trial_keys():
+        if coordinator.trial_status(key)[0] == "running":
+            coordinator.mark_finished(key, "stopped", "the consensus stopped the launch")
+
+
+def _report(
+    spec: LaunchSpec, coordinator: Coordinator, results: Any, interrupted_by: int | None, seconds: float
+) -> LaunchReport:
+    summary = coordinator.summary()
+    failures = {
+        trial_run_name(v, s): info.reason or "failed"
+        for v, data in summary.variants.items()
+        for s, info in data.seeds.items()
+        if info.status == "failed"
+    }
+    report = LaunchReport(
+        **vars(summary),
+        name=spec.name,
+        outcome=outcome(summary, interrupted_by, failures),
+        interrupted_by=signal.Signals(interrupted_by).name if interrupted_by else None,
+        failures=failures,
+        experiment_path=spec.experiment_path,
+        stop_reason=_stop_reason(spec, coordinator, interrupted_by, failures, summary),
+        launch=spec,
+        search_cost_trial_hours=_trial_hours(results) if results is not None else 0.0,
+        wall_seconds_this_run=seconds,
+    )
+    report.ground_truth = ground_truth(spec, report)
+    return report
+
+
+def outcome(summary: Any, interrupted_by: int | None, failures: dict[str, str]) -> str:
+    trials = sum(len(data.seeds) for data in summary.variants.values())
+    running = any(info.status == "running" for data in summary.variants.values() for info in data.seeds.values())
+    if interrupted_by is not None or running:
+        return "interrupted"
+    if failures and len(failures) == trials:
+        return "failed"
+    return "partial" if failures else "finished"
+
+
+def _stop_reason(
+    spec: LaunchSpec, coordinator: Coordinator, interrupted_by: int | None, failures: dict, summary: Any
+) -> str:
+    state = outcome(summary, interrupted_by, failures)
+    if state == "interrupted":
+        how = signal.Signals(interrupted_by).name if interrupted_by else "the driver stopped early"
+        return f"interrupted ({how}); continue with: ostr-ray launch --resume {spec.experiment_path}"
+    if state == "failed":
+        return f"every trial failed ({len(failures)})"
+    reason = coordinator.experiment_should_stop() or "every trial ended"
+    return f"{reason}; {len(failures)} trial(s) failed" if failures else reason
 
 
 def ground_truth(spec: LaunchSpec, report: LaunchReport) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ostr_ray.core.config import ConfigError, launch_data_dir, list_yaml_names, load_yaml_mapping, parse_override
+from ostr_ray.core.fieldtypes import checked_fields
 
 SCHEDULES = ("cosine", "linear", "constant")
 AUGMENTS = ("none", "randaugment")
@@ -140,9 +141,9 @@ def config_from_dict(values: Mapping[str, Any]) -> RetrainConfig:
     if unknown:
         raise RetrainError(f"unknown retrain setting {unknown[0]!r}; known: {', '.join(sorted(_FIELDS))}")
     try:
-        config = RetrainConfig(**values)
-    except TypeError as exc:
-        raise RetrainError(f"bad retrain settings: {exc}") from None
+        config = RetrainConfig(**checked_fields(RetrainConfig, dict(values)))
+    except (TypeError, ValueError) as exc:
+        raise RetrainError(f"retrain setting {exc}") from None
     _validate(config)
     return config
 

@@ -32,7 +32,8 @@ from ostr_ray.tracking.trial_runs import PLOT_EVERY, TrialRuns, trial_key
 
 logger = logging.getLogger(__name__)
 
-INTERRUPTED = "interrupted; continue with ostr-ray launch --resume"
+PARENT_STATUS = {"finished": "FINISHED", "partial": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
+"""A launch's outcome -> its parent run's MLflow status."""
 
 
 class LaunchRecorder:
@@ -117,12 +118,11 @@ class LaunchRecorder:
         return tags
 
     def finish(self, report: LaunchReport) -> None:
-        """Close every child by its trial's final status, then the parent: FINISHED, or KILLED when trials
-        were still running (Tune stopped on a first Ctrl-C); logs report.json and the parent's plots."""
+        """Close every child by its trial's final status, then the parent by the launch's outcome: FINISHED
+        (finished, partial), FAILED (every trial failed) or KILLED (interrupted); logs report.json and plots."""
         if not self._parent_open:
             return
         seeds = {TrialKey(v, s): info for v, data in report.variants.items() for s, info in data.seeds.items()}
-        interrupted = any(info.status == "running" for info in seeds.values())
         try:
             for key in sorted(set(self.trials.runs) | set(seeds)):
                 with self._guard(f"end of {trial_run_name(*key)}"):
@@ -135,9 +135,11 @@ class LaunchRecorder:
                 self._finish_parent(report)
         finally:
             with self._guard("end of the launch"):
-                if interrupted:
-                    self.client.set_tag(self.parent_run_id, schema.STOP_REASON, INTERRUPTED)
-                self._end_parent("KILLED" if interrupted else "FINISHED")
+                status = PARENT_STATUS.get(report.outcome, "FINISHED")
+                if status != "FINISHED":
+                    tag = schema.STOP_REASON if status == "KILLED" else schema.FAILURE_REASON
+                    self.client.set_tag(self.parent_run_id, tag, schema.tag_value(report.stop_reason))
+                self._end_parent(status)
 
     def abort(self, exc: BaseException | str) -> None:
         """The driver is going down: open children KILLED; the parent KILLED on Ctrl-C, FAILED otherwise."""
@@ -160,7 +162,8 @@ class LaunchRecorder:
     def describe(self) -> MlflowRunMap:
         """Where the record is: for report.json, mlflow_runs.json and the CLI's closing lines."""
         children = self.trials.run_ids() if self.trials else {}
-        return MlflowRunMap(self.tracking_uri, self.experiment_id, self.parent_run_id, children)
+        local = not self.launch.is_remote and self.tracking_uri == self.launch.tracking_db_uri()
+        return MlflowRunMap(self.tracking_uri, self.experiment_id, self.parent_run_id, children, local)
 
     # -- listener hooks ------------------------------------------------------------------------------------
     def on_trial_report(self, key: TrialKey, report: EpochReport) -> None:
@@ -261,7 +264,8 @@ class LaunchRecorder:
             saved = self.launch.read_runs()
         except Exception:
             saved = None
-        return saved if saved is not None and saved.tracking_uri == self.tracking_uri else MlflowRunMap()
+        same_store = saved is not None and self.launch.tracking_uri(saved) == self.tracking_uri
+        return saved if same_store else MlflowRunMap()
 
     def _save_runs(self) -> None:
         self.launch.write_runs(self.describe())

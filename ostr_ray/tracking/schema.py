@@ -8,7 +8,8 @@ Run tree of a launch (written by :class:`~ostr_ray.tracking.recorder.LaunchRecor
         │   tags: versions, git commit, ostr.launch_path, consensus_genotype, agreement, ostr.stop_reason
         │   artifacts: report.json, plots/agreement_<variant>.png, plots/seeds_<variant>.png, evidence/
         ├── child run  <variant>-seed<k>  tag mlflow.parentRunId; params: seed, variant, preset, search config
-        │       metrics per epoch (step = epoch): EpochReport.scalars()
+        │       metrics per epoch (step = epoch): EpochReport.scalars() (with an NB201 table:
+        │                   <criterion>_gt_<column>); at its end cell_params_m, cell_mult_adds_m
         │       tags: genotype.<criterion> (current, then final), ostr.failure_reason when not FINISHED
         │       artifacts: genotypes.json, history.json, plots/heatmaps_epoch_<NNN>.png, plots/cells.png
         └── child run  retrain-...        (``ostr-ray retrain`` of a launch's genotype nests here)
@@ -80,6 +81,8 @@ RETRAIN_EPOCH_METRICS = (
     "images_per_s",
 )
 RETRAIN_SIZE_METRICS = ("params_m", "mult_adds_m")
+CELL_COST_METRICS = {"cell_params_m": "params_m", "cell_mult_adds_m": "mult_adds_m"}
+"""A trial run's metric -> the cost field of its watched criterion's final cell (``ostr_ray.core.cost``)."""
 BEST_TOP1, EPOCHS_DONE = "best_test_top1", "epochs_done"
 
 # -- artifacts -------------------------------------------------------------------------------------------

@@ -10,13 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from pathlib import Path
 from urllib.parse import urlparse
 
 from mlflow import MlflowClient
 
 from ostr_ray.experiment import LaunchDir, LaunchDirError
+from ostr_ray.experiment.layout import ARTIFACTS, TRACKING_DB
+from ostr_ray.tracking import schema
 
 CHECK_TIMEOUT_S = 5
 _HTTP_SCHEMES = ("http", "https", "databricks", "databricks-uc")
@@ -101,18 +105,47 @@ def check_tracking_uri(uri: str, timeout: int = CHECK_TIMEOUT_S) -> None:
         raise TrackingError(f"cannot use MLflow tracking URI {uri!r}: {why}") from None
 
 
-def ui_backend_uri(path: str) -> str:
-    """The store ``ostr-ray ui PATH`` should open: the launch's recorded URI, else its own SQLite file."""
-    launch = LaunchDir(path)
+def launch_store_uri(launch: LaunchDir) -> str | None:
+    """The store a launch is recorded in, as the directory is now: its own mlflow.db wherever the directory
+    moved (relocated first, see :func:`relocate_local_store`), or the server it recorded to; None if neither."""
     try:
         runs = launch.read_runs()
     except LaunchDirError:
         runs = None
-    if runs is not None and runs.tracking_uri:
+    if runs is not None and launch.tracking_uri(runs) and not runs.local_store:
         return runs.tracking_uri
     if not launch.has_tracking_db():
-        raise TrackingError(f"no MLflow record in {path!r} (no mlflow_runs.json or mlflow.db); is it a launch?")
+        return None
+    relocate_local_store(launch)
     return launch.tracking_db_uri()
+
+
+def ui_backend_uri(path: str) -> str:
+    """The store ``ostr-ray ui PATH`` should open."""
+    uri = launch_store_uri(LaunchDir(path))
+    if uri is None:
+        raise TrackingError(f"no MLflow record in {path!r} (no mlflow_runs.json or mlflow.db); is it a launch?")
+    return uri
+
+
+def relocate_local_store(launch: LaunchDir) -> bool:
+    """Point a moved launch directory's own store at where it is now; True if it had moved.
+
+    MLflow keeps absolute artifact locations (per experiment and per run) and we tag the parent run with the
+    launch path; it has no API to change either, so after a move they are rewritten in the SQLite file
+    directly (three UPDATEs on MLflow's tables), and the launch spec is updated to the new place, which makes
+    this a one-time step. A remote store is never touched.
+    """
+    old = launch.recorded_path()
+    if not old or old == launch.path or launch.is_remote or not launch.has_tracking_db():
+        return False
+    old_uri, new_uri = Path(old, ARTIFACTS).as_uri(), Path(launch.path, ARTIFACTS).as_uri()
+    with closing(sqlite3.connect(Path(launch.path) / TRACKING_DB)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (old_uri, new_uri))
+        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old_uri, new_uri))
+        db.execute("UPDATE tags SET value = ? WHERE key = ? AND value = ?", (launch.path, schema.LAUNCH_PATH, old))
+    launch.write_spec(launch.read_spec().moved_to(launch.path))
+    return True
 
 
 def ui_command(launch_path: str) -> str:

@@ -11,11 +11,13 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from mlflow.entities import Metric, RunTag
 
 from ostr_ray.core.coordinator import TrialKey
+from ostr_ray.core.cost import cell_cost
 from ostr_ray.core.events import EpochReport
 from ostr_ray.experiment import LaunchSpec, trial_run_name
 from ostr_ray.tracking import plots, schema
@@ -26,6 +28,12 @@ PLOT_EVERY = 5
 
 Plotter = Callable[..., None]
 """``plot(run_id, artifact_file, draw_function, *args)``: draws and logs a figure, never raises."""
+
+
+@lru_cache(maxsize=256)
+def _cell_cost(space: str, genotype: str) -> dict[str, Any]:
+    """Cached: seeds often agree, and counting a DARTS network's multiply-adds takes seconds."""
+    return cell_cost(space, genotype)
 
 
 def trial_key(key: Any) -> TrialKey:
@@ -114,6 +122,7 @@ class TrialRuns:
                 "epochs": [r.to_json() for r in history],
             }
             client.log_text(run.run_id, json.dumps(document), schema.HISTORY_ARTIFACT)
+            self._log_cell_cost(run, key, last)
             self._log_heatmaps(run, last)
             self.plot(run.run_id, schema.CELLS_PLOT, plots.cell_figure, last.space, last.genotypes)
         terminal = schema.terminal_status(status)
@@ -121,6 +130,18 @@ class TrialRuns:
         self.store.end(run.run_id, terminal, reason or default)
         run.open = False
         run.reports.clear()  # logged; a trial that reports again (a resumed errored one) re-sends them
+
+    def _log_cell_cost(self, run: TrialRun, key: TrialKey, last: EpochReport) -> None:
+        """The watched criterion's final cell, sized as its retraining protocol builds it: the compare view
+        can then sort trials by what the found architecture costs."""
+        criterion = self.spec.variants.get(key.variant, {}).get("criterion", self.spec.criterion)
+        genotype = last.genotypes.get(criterion)
+        if not genotype:
+            return
+        cost = _cell_cost(last.space, genotype)
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, float(cost[key_]), now, last.epoch) for name, key_ in schema.CELL_COST_METRICS.items()]
+        self.store.client.log_batch(run.run_id, metrics=metrics)
 
     def kill_open(self, reason: str) -> None:
         """Nothing may outlive its parent as RUNNING."""

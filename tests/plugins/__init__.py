@@ -1,0 +1,1 @@
+"""A search space and a criterion registered from outside the product, as a user's own package would."""
