@@ -126,7 +126,7 @@ def print_report(report: Any, *, as_json: bool) -> None:
     out = Console()
     out.print(report_table(report))
     for trial, why in report.failures.items():
-        err.print(f"failed: {trial}: {why}", highlight=False, markup=False)
+        err.print(f"failed: {trial}: {why}", highlight=False, markup=False, soft_wrap=True)
     out.print(f"{report.outcome}: {report.experiment_path}/{REPORT}", highlight=False, markup=False)
 
 

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import inspect
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -28,6 +29,9 @@ ORDERS = ("first", "second", "single")
 AMP_MODES = ("auto", "off", "bf16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 AUGMENTS = ("pad_crop", "random_resized_crop")
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -189,11 +193,23 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` with a YAML-typed value (``epochs=10``, ``space_kwargs={C: 8}``)."""
+    """``key=value`` with a YAML-typed value (``epochs=10``, ``space_kwargs={C: 8}``, ``a_lr=3e-4``)."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {text!r} is not key=value")
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not YAML ({' '.join(str(exc).split())[:120]})") from None
+    return key.strip(), _yaml11_float(value)
+
+
+def _yaml11_float(value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads ``3e-4`` and ``1e+30`` as strings (it wants ``3.0e-4``); every other tool reads a
+    number, and so does this one."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def build_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:

@@ -7,6 +7,7 @@ rewritten after every event.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -64,8 +65,7 @@ class CoordinatorCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key = trial_key(trial)
-        error = getattr(trial, "error_file", None) or "trial raised an error"
-        self._relay_stats(self.coordinator.mark_finished(key, "failed", f"error after retries ({error})"))
+        self._relay_stats(self.coordinator.mark_finished(key, "failed", failure_cause(trial)))
         self._relay_finished(key)
         self._snapshot()
 
@@ -99,6 +99,21 @@ class CoordinatorCallback(tune.Callback):
         staging = getattr(getattr(trial, "storage", None), "experiment_driver_staging_path", None)
         if staging:
             add_mirror(self.experiment_path, staging)
+
+
+def failure_cause(trial: Any, limit: int = 240) -> str:
+    """One line saying why a trial failed after its retries, from Tune's error file (its first line after
+    ``Failure # n``: the exception, or Ray's memory monitor's verdict when it killed the worker)."""
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()] if path else []
+    except OSError:
+        lines = []
+    detail = next((line for line in lines if not line.startswith("Failure #")), "the trial raised an error")
+    if "running low on memory" in detail:
+        detail = f"killed by Ray's memory monitor (out of memory): {detail}"
+    detail = detail if len(detail) <= limit else detail[: limit - 1] + "…"
+    return f"failed after retries: {detail}"
 
 
 class ConsensusStopper(tune.Stopper):

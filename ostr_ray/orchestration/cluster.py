@@ -7,6 +7,7 @@ so a wrong ``--address`` fails fast with one line. Ray already initialised in th
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -40,6 +41,8 @@ def connect(address: str | None, *, quiet_driver: bool = True) -> bool:
     if address and address != "auto":
         check_reachable(address)
     options = {"log_to_driver": not quiet_driver, "logging_level": "ERROR"}
+    if quiet_driver:  # the launch says in one line why a trial failed; Tune's traceback stays in its error file
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     try:
         if address:
             ray.init(address=address, **options)

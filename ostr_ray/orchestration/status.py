@@ -47,6 +47,8 @@ def launch_status(path: str, now: float | None = None) -> LaunchStatus:
         raise LaunchDirError(f"no launch.json or coordinator.json in {path}; is it an ostr-ray launch directory?")
     summary = report or snapshot or _starting_summary(launch)
     reason = f"interrupted ({_when(driver, snapshot, now)}); continue with: ostr-ray launch --resume {launch.path}"
+    if report is not None:
+        reason = report.stop_reason
     return LaunchStatus(launch.path, "interrupted", reason, summary, report)
 
 

@@ -52,11 +52,13 @@ def _split_dirs(root: Path) -> tuple[Path, Path]:
 def check_data(dataset: str, data_dir: str | None, config: RetrainConfig, *, dry_run: bool = False) -> DataInfo:
     """Cheap pre-flight of the data (folders and counts, no decoding): a wrong --data-dir fails here.
 
-    A dry run may omit the ImageNet tree (sizing a network needs no images): 1000 classes are assumed."""
+    A dry run needs no data on disk (sizing a network needs no images): an absent image-folder tree is taken as
+    ImageNet's 1000 classes, and torchvision data sets are not looked for."""
     from ostr_ray.data import check_data_source, class_folder_check
 
-    if dry_run and dataset == "imagenet" and not data_dir:
-        return DataInfo(1000, 1281167, 50000, streaming=True)
+    tree_absent = dataset in ("imagefolder", "imagenet") and not (data_dir and Path(data_dir).is_dir())
+    if dry_run and tree_absent:
+        return DataInfo(1000, 1281167, 50000, streaming=dataset == "imagenet")
 
     if dataset not in DATASETS:
         raise RetrainError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
@@ -73,7 +75,8 @@ def check_data(dataset: str, data_dir: str | None, config: RetrainConfig, *, dry
             raise DataError(f"{train} and {test} have different class folders ({len(classes)} vs {len(test_classes)})")
         info = DataInfo(len(classes), n_train, n_test, streaming=dataset == "imagenet")
     elif dataset in ("cifar10", "cifar100"):
-        check_data_source(dataset, data_dir, download=config.download)
+        if not dry_run:
+            check_data_source(dataset, data_dir, download=config.download)
         info = DataInfo(10 if dataset == "cifar10" else 100, 50000, 10000, False)
     elif dataset == "digits":
         info = DataInfo(10, 1500, 297, False)
