@@ -9,7 +9,7 @@ import torch
 from torchvision.io import write_jpeg, write_png
 
 from ostr_ray import data as D
-from ostr_ray.data import AugmentSpec, BatchStream, DataError, ImageData
+from ostr_ray.data import AugmentSpec, BatchStream, DataError, ImageData, decode
 
 # The tests write their image trees with torchvision.io's encoders, deprecated in torchvision 0.29.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
@@ -109,7 +109,7 @@ def test_imagefolder_reuses_its_cache(tmp_path: Path, monkeypatch: pytest.Monkey
     def no_decoding(path: Path) -> torch.Tensor:
         raise AssertionError(f"decoded {path} although it is cached")
 
-    monkeypatch.setattr(D, "_decode_file", no_decoding)
+    monkeypatch.setattr(decode, "decode_file", no_decoding)
     again = D.load_images("imagefolder", data_dir=tmp_path / "tree", image_size=4)
     assert torch.equal(first.images, again.images) and first.mean == again.mean
     with pytest.raises(AssertionError, match="decoded"):  # another size is another cache entry
@@ -243,6 +243,179 @@ def test_batch_stream_same_batches_on_cuda() -> None:
     gpu = _epoch(BatchStream(data, 8, seed=0, augment=spec, device="cuda"), 1)
     for (x, y), (xg, yg) in zip(cpu, gpu, strict=True):
         assert torch.equal(y, yg.cpu()) and torch.allclose(x, xg.cpu(), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ shards and hooks
+
+
+def test_shards_partition_each_epoch_exactly_as_the_sharded_stream_did() -> None:
+    """Every rank draws the whole epoch's plan and keeps positions rank::world of it truncated to a multiple
+    of the world size (the old ShardedBatchStream, and DistributedSampler): so each rank's batches are the
+    whole-set stream's images at those positions, with the same augmentation, pixel for pixel."""
+    data = unique_images(43)
+    spec = AugmentSpec.darts(cutout=3)
+    whole = BatchStream(data, 43, seed=5, augment=spec)  # one batch: the epoch's images in position order
+    ranks = [BatchStream(data, 7, seed=5, augment=spec, shard=(r, 3)) for r in range(3)]
+    assert [len(s) for s in ranks] == [2, 2, 2]  # 43 -> 42 -> 14 per rank -> 2 batches of 7
+    seen = []
+    for epoch in (0, 1):
+        full_x, full_y = _epoch(whole, epoch)[0]
+        labels = []
+        for rank, stream in enumerate(ranks):
+            batches = _epoch(stream, epoch)
+            positions = torch.arange(rank, 42, 3)
+            assert torch.equal(torch.cat([y for _, y in batches]), full_y[positions])
+            assert torch.equal(torch.cat([x for x, _ in batches]), full_x[positions])
+            labels.append(torch.cat([y for _, y in batches]).tolist())
+        assert all(len(ids) == 14 for ids in labels)  # equal length: every rank takes the same DDP steps
+        assert len(set().union(*labels)) == 42 and set().union(*labels) == set(full_y[:42].tolist())  # disjoint, cover
+        seen.append(labels)
+    assert seen[0] != seen[1]  # reshuffled every epoch
+    assert torch.equal(_epoch(ranks[1], 1, start_batch=1)[0][0], _epoch(ranks[1], 1)[1][0])  # resumes mid-epoch
+    unsharded = _epoch(BatchStream(data, 7, seed=5, augment=spec), 0)
+    world_one = _epoch(BatchStream(data, 7, seed=5, augment=spec, shard=(0, 1)), 0)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(unsharded, world_one, strict=True))
+    with pytest.raises(DataError, match=r"batch size 15 x 3 shards does not fit 43 images"):
+        BatchStream(data, 15, seed=0, shard=(0, 3))
+    with pytest.raises(DataError, match=r"shard \(3, 3\) must be \(rank, world_size\)"):
+        BatchStream(data, 2, seed=0, shard=(3, 3))
+
+
+def test_indices_share_one_tensor_and_give_the_copied_halfs_batches() -> None:
+    data = unique_images(40)
+    half = torch.tensor([1, 4, 5, 9, 12, 20, 21, 22, 30, 33, 38])
+    spec = AugmentSpec.darts(cutout=3)
+    shared = BatchStream(data, 4, seed=3, augment=spec, indices=half, stream_id=1)
+    copied = BatchStream(data.take(half), 4, seed=3, augment=spec, stream_id=1)
+    assert len(shared) == len(copied) == 2 and shared.images.data_ptr() == data.images.data_ptr()
+    assert torch.equal(shared.labels, half)  # the stream's own labels, by position
+    for e in (0, 5):
+        for (x, y), (x2, y2) in zip(shared.epoch(e), copied.epoch(e), strict=True):
+            assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_image_transform_runs_per_image_before_normalising() -> None:
+    data = unique_images(24)
+    spec = AugmentSpec(horizontal_flip=True, normalize=False)
+    plain = _epoch(BatchStream(data, 8, seed=1, augment=spec), 2)
+    inverted = _epoch(BatchStream(data, 8, seed=1, augment=spec, image_transform=lambda im: 255 - im), 2)
+    for (x, y), (xi, yi) in zip(plain, inverted, strict=True):
+        assert torch.equal(y, yi) and torch.allclose(xi, 1 - x, atol=1e-6)  # same order and flips, then the hook
+    cut = _epoch(BatchStream(data, 8, seed=1, augment=AugmentSpec(cutout=4), image_transform=lambda im: 255 - im), 0)
+    assert all((x == 0).any() for x, _ in cut)  # cutout comes after the hook
+
+
+def test_image_transform_draws_are_a_function_of_position() -> None:
+    from torchvision.transforms import v2
+
+    data = unique_images(30, size=12)
+    crop = v2.RandomResizedCrop(8, antialias=True)
+
+    def stream(**kw: object) -> BatchStream:
+        return BatchStream(data, 5, seed=2, image_transform=crop, **kw)
+
+    state = torch.get_rng_state()
+    first = _epoch(stream(), 3)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's generator is left as it was
+    assert first[0][0].shape == (5, 3, 8, 8)
+    again = _epoch(stream(), 3)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    assert torch.equal(_epoch(stream(), 3, start_batch=4)[0][0], first[4][0])
+    other = _epoch(stream(), 4)
+    assert not torch.equal(torch.cat([x for x, _ in first]), torch.cat([x for x, _ in other]))
+    # a shard's images get the draws of their positions in the whole epoch, whatever the number of shards
+    whole_x = torch.cat([x for x, _ in first])
+    shard = _epoch(stream(shard=(1, 2)), 3)
+    assert torch.equal(torch.cat([x for x, _ in shard]), whole_x[torch.arange(1, 30, 2)])
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+
+def test_one_registry_names_every_data_set() -> None:
+    from ostr_ray.core import config
+    from ostr_ray.retrain import spec
+
+    assert D.DATASETS == ("cifar10", "cifar100", "imagenet", "imagefolder", "digits", "synthetic")
+    assert config.DATASETS is D.DATASETS and spec.DATASETS is D.DATASETS
+    imagenet, folder, cifar = D.get_source("imagenet"), D.get_source("imagefolder"), D.get_source("CIFAR100")
+    assert imagenet.streams and imagenet.folder and imagenet.needs_data_dir and imagenet.mean == D.IMAGENET_MEAN
+    assert folder.folder and not folder.streams and folder.mean is None  # measured on the decoded images
+    assert cifar.can_download and cifar.num_classes == 100 and not cifar.needs_data_dir
+    assert D.CIFAR_STATS["cifar10"] == (D.SOURCES["cifar10"].mean, D.SOURCES["cifar10"].std)
+    for call in (
+        lambda: D.get_source("mnist"),
+        lambda: D.check_data_source("mnist", None),
+        lambda: D.load_images("mnist"),
+    ):
+        with pytest.raises(DataError) as err:
+            call()
+        assert str(err.value) == "unknown dataset 'mnist'; choose from " + ", ".join(D.DATASETS)
+    with pytest.raises(DataError, match="dataset 'imagenet' needs a data dir"):
+        D.check_data_source("imagenet", None)
+    with pytest.raises(DataError, match="dataset 'imagenet' streams"):
+        D.load_images("imagenet", data_dir="/data")
+
+
+def test_data_path_checks_name_the_bad_value() -> None:
+    D.check_data_path("imagefolder", "stream", 224)
+    D.check_data_path("cifar10", "memory", None)
+    for args, message in (
+        (("cifar10", "fast", None), "unknown data_path 'fast'; choose from auto, memory, stream"),
+        (("cifar10", "stream", 32), "data_path 'stream' reads class-folder trees (imagenet, imagefolder), not dataset"),
+        (("imagenet", "memory", 224), "dataset 'imagenet' streams; use data_path auto or stream"),
+        (("imagefolder", "stream", None), "set image_size"),
+        (("imagenet", "auto", None), "set image_size"),
+        (("imagefolder", "auto", 8, -1), "loader_workers must be >= 0, got -1"),
+    ):
+        with pytest.raises(DataError) as err:
+            D.check_data_path(*args)
+        assert message in str(err.value) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------ file lists
+
+
+def _write_jpeg_tree(root: Path, *, classes: int = 3, per_class: int = 6, size: int = 10) -> Path:
+    g = torch.Generator().manual_seed(1)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            coarse = torch.rand(3, 3, 3, generator=g)
+            img = torch.nn.functional.interpolate(coarse[None], size=(size, size), mode="bilinear")[0]
+            write_jpeg(img.mul(255).to(torch.uint8), str(root / f"c{c}" / f"{i}.jpg"))
+    return root
+
+
+def test_subset_is_drawn_on_the_file_list_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = _write_jpeg_tree(tmp_path / "tree")
+    full = D.load_images("imagefolder", data_dir=tree, image_size=8)
+    decoded_then_drawn = D.subset(full, 7, seed=3)
+    files = D.scan_split(tree, train=True)
+    chosen = D.subset(files, 7, seed=3)
+    assert torch.equal(chosen.labels, decoded_then_drawn.labels)
+    for path in set(files.paths()) - set(chosen.paths()):
+        path.write_bytes(b"not a jpeg")  # only the chosen files can still be decoded
+    monkeypatch.setenv("OSTR_RAY_CACHE", str(tmp_path / "fresh-cache"))
+    decoded: list[Path] = []
+    real_decode = decode.decode_file
+    monkeypatch.setattr(decode, "decode_file", lambda path: decoded.append(path) or real_decode(path))
+    drawn_then_decoded = D.load_images("imagefolder", data_dir=tree, image_size=8, subset_size=7, seed=3)
+    assert sorted(decoded) == sorted(chosen.paths())
+    assert torch.equal(drawn_then_decoded.images, decoded_then_drawn.images)
+    assert torch.equal(drawn_then_decoded.labels, decoded_then_drawn.labels)
+    assert drawn_then_decoded.classes == ["c0", "c1", "c2"] and drawn_then_decoded.num_classes == 3
+
+
+def test_cache_key_holds_the_chosen_files(tmp_path: Path) -> None:
+    from ostr_ray.data.cache import cache_file
+
+    files = D.scan_split(_write_jpeg_tree(tmp_path / "tree"), train=True)
+    first, second = D.subset(files, 6, seed=0), D.subset(files, 6, seed=1)
+    assert cache_file(first, 8) == cache_file(D.subset(files, 6, seed=0), 8)
+    assert cache_file(first, 8) != cache_file(second, 8) != cache_file(files, 8)
+    assert cache_file(first, 8) != cache_file(first, 4)
+    assert len(files) == 18 and files.take(torch.tensor([5])).path(0) == tmp_path / "tree" / "c0" / "5.jpg"
 
 
 # ------------------------------------------------------------------------------------------ errors

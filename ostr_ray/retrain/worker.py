@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ostr_ray.data import AugmentSpec, BatchStream, DataError
+from ostr_ray.data import AugmentSpec, BatchStream, ImageData, make_imagefolder_loader, seed_from
 from ostr_ray.retrain.network import build_network
 from ostr_ray.retrain.protocols import RetrainConfig, config_from_dict, effective_lr, lr_factor
 
@@ -24,66 +24,27 @@ STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"
 
 
-class ShardedBatchStream(BatchStream):
-    """:class:`BatchStream` restricted to one rank's shard of each epoch.
-
-    Every rank draws the same seeded permutation of the whole set for epoch ``e`` (with its augmentation draws,
-    position-aligned), truncates it to a multiple of the world size and keeps positions ``rank::world_size``.
-    That is exactly what ``DistributedSampler(shuffle=True, drop_last=True)`` + ``set_epoch(e)`` does: the
-    shards are disjoint, cover the epoch, are equally long (so every rank takes the same number of DDP
-    steps and no all-reduce waits forever) and reshuffle every epoch; a resumed run replays the same shards.
-    The data stay uint8 tensors (on the GPU when there is one) and augment batched, as in the search.
-    ``randaugment`` applies torchvision's RandAugment per image (uint8, after crop/flip, before cutout).
-    """
-
-    def __init__(self, data: Any, batch_size: int, *, rank: int, world_size: int, randaugment: bool = False, **kw: Any):
-        if batch_size * world_size > len(data):
-            raise DataError(f"per-worker batch {batch_size} x {world_size} workers exceeds {len(data)} images")
-        super().__init__(data, batch_size * world_size, **kw)  # the check above replaces the parent's
-        self.batch_size = batch_size
-        self.rank, self.world_size = rank, world_size
-        self.randaugment = None
-        if randaugment:
-            from torchvision.transforms import v2
-
-            self.randaugment = v2.RandAugment()
-
-    def __len__(self) -> int:
-        return (len(self.images) // self.world_size) // self.batch_size
-
-    def _plan(self, epoch: int) -> Any:
-        plan = super()._plan(epoch)
-        used = (len(self.images) // self.world_size) * self.world_size
-        shard = slice(self.rank, used, self.world_size)
-        return type(plan)(*(None if t is None else t[shard] for t in plan))
-
-    def _batch(self, plan: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.randaugment is None:
-            return super()._batch(plan)
-        idx = plan.order
-        if plan.offsets is None and plan.flips is None:
-            x = self.images[idx]
-        else:
-            x = self._crop_flip(idx, plan.offsets, plan.flips)
-        x = torch.stack([self.randaugment(image) for image in x])
-        x = torch.addcmul(-self._shift, x.float(), self._scale)
-        if plan.centers is not None:
-            x = x.masked_fill_(self._cutout_mask(plan.centers, x.shape[-2], x.shape[-1]), 0.0)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.labels[idx]
+def ShardedBatchStream(  # noqa: N802 - the name ostr_ray.retrain has always exported
+    data: ImageData, batch_size: int, *, rank: int, world_size: int, randaugment: bool = False, **kw: Any
+) -> BatchStream:
+    """One rank's shard of the in-memory training set: ``BatchStream(shard=(rank, world_size))``, with
+    torchvision's RandAugment as the per-image hook when ``randaugment``. Kept as a function because
+    ``ostr_ray.retrain`` exports this name; new code calls :class:`BatchStream` directly."""
+    return BatchStream(
+        data, batch_size, shard=(rank, world_size), image_transform=_randaugment() if randaugment else None, **kw
+    )
 
 
-def _seed(*parts: Any) -> int:
-    from ostr_ray.data import _seed_from
+def _randaugment() -> Any:
+    from torchvision.transforms import v2
 
-    return _seed_from(*parts)
+    return v2.RandAugment()
 
 
 def _load_memory_data(loop: dict[str, Any], config: RetrainConfig, train: bool) -> Any:
-    from ostr_ray.data import load_images, subset
+    from ostr_ray.data import load_images
 
-    data = load_images(
+    return load_images(
         loop["dataset"],
         data_dir=loop["data_dir"],
         train=train,
@@ -91,11 +52,8 @@ def _load_memory_data(loop: dict[str, Any], config: RetrainConfig, train: bool) 
         image_size=config.image_size,
         num_classes=config.num_classes or 10,
         seed=config.seed,
+        subset_size=(config.train_subset if train else config.test_subset) or None,  # a tree decodes only these
     )
-    cap = config.train_subset if train else config.test_subset
-    if cap and cap < len(data):
-        data = subset(data, cap, seed=config.seed)
-    return data
 
 
 @dataclass(frozen=True)
@@ -122,8 +80,6 @@ class _Shard:
         rank, world, device = place.rank, place.world, place.device
         self.streaming = loop["dataset"] == "imagenet"
         if self.streaming:
-            from ostr_ray.data import make_imagefolder_loader
-
             self.loader = make_imagefolder_loader(
                 loop["data_dir"],
                 train=False,
@@ -261,7 +217,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
 
     for epoch in range(start_epoch, config.epochs):
         started = time.time()
-        torch.manual_seed(_seed("retrain-epoch", config.seed, rank, epoch))  # drop-path / RandAugment draws
+        torch.manual_seed(seed_from("retrain-epoch", config.seed, rank, epoch))  # drop-path draws
         # The schedule is a pure function of the epoch (what the LambdaLR holds too); setting it explicitly
         # keeps a resumed run right even when --resume changed the number of epochs.
         lr = effective_lr(config) * lr_factor(config, epoch)
@@ -302,7 +258,7 @@ def _build_and_restore(loop: dict[str, Any], config: RetrainConfig, place: _Plac
 
     from searchspaces import get_space
 
-    torch.manual_seed(_seed("retrain-init", config.seed))  # same init everywhere; DDP also broadcasts rank 0's
+    torch.manual_seed(seed_from("retrain-init", config.seed))  # same init everywhere; DDP also broadcasts rank 0's
     genotype = get_space(loop["space"]).genotype_from_json(loop["genotype_json"])
     model = build_network(loop["space"], genotype, config, loop["num_classes"])
     optimizer = make_optimizer(model, config)
@@ -327,15 +283,15 @@ def _build_and_restore(loop: dict[str, Any], config: RetrainConfig, place: _Plac
 
 def _train_batches(loop: dict[str, Any], config: RetrainConfig, place: _Placement) -> Any:
     """``epoch -> iterable of (x, y)`` over this rank's shard: a torchvision ImageFolder loader with a
-    DistributedSampler for ImageNet (too large for memory), else the in-memory :class:`ShardedBatchStream`."""
+    DistributedSampler for ImageNet (too large for memory), else an in-memory :class:`BatchStream` shard."""
     per_worker = config.batch_size // place.world
+    randaugment = _randaugment() if config.augment == "randaugment" else None
     if loop["dataset"] != "imagenet":
-        stream = ShardedBatchStream(
+        stream = BatchStream(
             _load_memory_data(loop, config, train=True),
             per_worker,
-            rank=place.rank,
-            world_size=place.world,
-            randaugment=config.augment == "randaugment",
+            shard=(place.rank, place.world),
+            image_transform=randaugment,
             seed=config.seed,
             augment=AugmentSpec(
                 random_crop_padding=config.crop_padding, horizontal_flip=config.horizontal_flip, cutout=config.cutout
@@ -344,8 +300,6 @@ def _train_batches(loop: dict[str, Any], config: RetrainConfig, place: _Placemen
             channels_last=place.channels_last,
         )
         return stream.epoch
-
-    from ostr_ray.data import make_imagefolder_loader
 
     loader = make_imagefolder_loader(
         loop["data_dir"],
@@ -358,12 +312,8 @@ def _train_batches(loop: dict[str, Any], config: RetrainConfig, place: _Placemen
         world_size=place.world,
         seed=config.seed,
         pin_memory=place.device.type == "cuda",
+        image_transform=randaugment,
     )
-    if config.augment == "randaugment":
-        from torchvision.transforms import v2
-
-        transforms = loader.dataset.transform.transforms
-        transforms.insert(transforms.index(next(t for t in transforms if isinstance(t, v2.ToImage))), v2.RandAugment())
 
     def epoch_batches(epoch: int) -> Any:
         loader.sampler.set_epoch(epoch)
