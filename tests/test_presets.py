@@ -14,20 +14,18 @@ import torch
 from ostr_ray.core.config import SearchConfig, build_config, list_presets, load_preset
 from ostr_ray.core.search import Searcher
 from ostr_ray.core.search_data import SearchData
-from ostr_ray.data import AugmentSpec, BatchStream, ImageData
+from ostr_ray.data import AugmentSpec, BatchStream, ImageData, get_source
 from ostr_ray.retrain.protocols import build_retrain_config, list_protocols
 from searchspaces import get_space
 
 REPO = Path(__file__).resolve().parents[1]
-DATASET_CLASSES = {"cifar10": 10, "digits": 10, "synthetic": 10, "cifar100": 100}
-NATIVE_RESOLUTION = {"cifar10": 32, "cifar100": 32, "digits": 16, "synthetic": 16}
 
 
 def preset_classes(config: SearchConfig) -> int:
     """10 for cifar10/digits, 100 for cifar100; an image folder the preset names and this machine has counts
     its class folders (the CPU proxies' CIFAR-10 tree), any other is the user's ImageNet (1000)."""
-    if config.dataset != "imagefolder":
-        return DATASET_CLASSES[config.dataset]
+    if get_source(config.dataset).num_classes:
+        return get_source(config.dataset).num_classes
     root = REPO / config.data_dir if config.data_dir else None
     if root is None or not root.is_dir():
         return 1000
@@ -48,7 +46,7 @@ def preset_search(name: str) -> tuple[Searcher, int]:
     config = build_config(
         name, {"batch_size": 2, "device": "cpu", "threads": 1, "data_dir": values.get("data_dir", "/generated")}
     )
-    resolution = config.image_size or NATIVE_RESOLUTION[config.dataset]
+    resolution = config.image_size or get_source(config.dataset).resolution
     classes = preset_classes(config)
     augment = AugmentSpec(config.crop_padding, config.horizontal_flip, config.cutout)
     train, val = (

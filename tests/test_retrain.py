@@ -103,21 +103,24 @@ def test_protocols_are_data_and_overridable():
 
 
 def test_sharded_stream_is_a_distributed_sampler_partition():
-    from ostr_ray.data import load_images
+    from ostr_ray.data import ImageData, load_images
 
     data = load_images("synthetic", size=103, image_size=8)
-    shards = [rt.ShardedBatchStream(data, 10, rank=r, world_size=2, seed=3) for r in range(2)]
-    plans = [s._plan(4) for s in shards]
-    orders = [p.order.tolist() for p in plans]
-    assert len(orders[0]) == len(orders[1]) == 51  # 103 truncated to 102, split evenly
+    data = ImageData(data.images, torch.arange(103), 103, [str(i) for i in range(103)], data.mean, data.std)
+
+    def order(rank: int, world: int) -> list[int]:  # labels are image ids here
+        stream = rt.shard_stream(data, 10 if world == 2 else 1, rank=rank, world_size=world, seed=3)
+        return [int(i) for _, y in stream.epoch(4) for i in y]
+
+    orders = [order(r, 2) for r in range(2)]
+    assert len(orders[0]) == len(orders[1]) == 50  # 103 truncated to 102, 51 per rank, 5 full batches of 10
     assert not set(orders[0]) & set(orders[1])
-    full = rt.ShardedBatchStream(data, 10, rank=0, world_size=1, seed=3)._plan(4).order.tolist()
-    assert orders[0] == full[0:102:2] and orders[1] == full[1:102:2]
-    assert len(shards[0]) == 5 and [len(y) for _, y in shards[1].epoch(4)] == [10] * 5
+    full = order(0, 1)
+    assert orders[0] == full[0:100:2] and orders[1] == full[1:101:2]
     torch.manual_seed(0)
-    rand = rt.ShardedBatchStream(data, 10, rank=1, world_size=2, seed=3, randaugment=True)
+    rand = rt.shard_stream(data, 10, rank=1, world_size=2, seed=3, randaugment=True)
     x, y = next(iter(rand.epoch(4)))
-    assert x.shape == (10, 3, 8, 8) and x.dtype == torch.float32 and y.tolist() == data.labels[orders[1][:10]].tolist()
+    assert x.shape == (10, 3, 8, 8) and x.dtype == torch.float32 and y.tolist() == orders[1][:10]
 
 
 def test_streamed_test_shards_count_every_image_once(tmp_path):

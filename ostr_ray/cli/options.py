@@ -57,7 +57,7 @@ def _str(help_text: str, *decls: str) -> Any:
 class DataOptions:
     """What data a search reads (overrides the preset's)."""
 
-    dataset: _str("cifar10, cifar100, imagefolder, digits, synthetic.") = None
+    dataset: _str("cifar10, cifar100, imagenet (streamed tree), imagefolder, digits, synthetic.") = None
     data_dir: _str("Data root (class-folder tree for imagefolder).") = None
     download: Annotated[bool, typer.Option(help="Download torchvision data sets when missing.")] = False
     epochs: Annotated[int | None, typer.Option(help="Override the preset's epochs.")] = None

@@ -24,6 +24,7 @@ import torch
 
 from ostr_ray.core.config import ConfigError, SearchConfig
 from ostr_ray.core.placement import autocast_dtype, resolve_device
+from ostr_ray.data import get_source
 from searchspaces import get_space
 
 __all__ = ["MemoryEstimate", "available_memory", "check_search_memory", "estimate_search_memory"]
@@ -35,14 +36,6 @@ allocator caching and (CUDA) cuDNN workspaces. On an H100 a DARTS / PC-DARTS sea
 over its saved bytes (README, Benchmarks); on CPU (glibc malloc, one thread) two search steps grew the
 process by 1.17x (DARTS, batch 16), 1.18x (PC-DARTS, batch 64) and 1.49x (NB201, batch 64) its saved bytes.
 Rounded up, so the guard errs on the side of refusing."""
-
-NATIVE_RESOLUTION = {"cifar10": 32, "cifar100": 32, "digits": 16, "synthetic": 16, "imagefolder": 224}
-"""Resolution a data set is searched at when ``image_size`` is unset (the loaders' defaults; an image folder
-of unknown size is taken at ImageNet's 224)."""
-
-CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "synthetic": 10, "imagefolder": 1000}
-"""Classifier width for the probe. Image folders count as ImageNet's 1000 (an upper bound for the trees the
-presets search; the head is far below 1% of any estimate), so no folder is listed."""
 
 _GB = 1e9
 
@@ -76,7 +69,7 @@ class MemoryEstimate:
 
 
 def search_resolution(config: SearchConfig) -> int:
-    return int(config.image_size or NATIVE_RESOLUTION[config.dataset])
+    return int(config.image_size or get_source(config.dataset).resolution)
 
 
 def estimate_search_memory(config: SearchConfig, *, probe_batch: int = PROBE_BATCH) -> MemoryEstimate:
@@ -138,7 +131,9 @@ def _probe(config: SearchConfig, device: torch.device, batch: int, resolution: i
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(0)
-        model = space.build_supernet(num_classes=CLASSES[config.dataset], in_channels=3, **config.space_kwargs)
+        model = space.build_supernet(
+            num_classes=get_source(config.dataset).num_classes or 1000, in_channels=3, **config.space_kwargs
+        )
         model = model.to(device).train()
         x = torch.randn(batch, 3, resolution, resolution, device=device)
         param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}

@@ -61,6 +61,10 @@ class DataSource:
     """Fixed normalisation statistics; None: measured on the decoded images."""
     loader: Callable[[LoadRequest], ImageData] | None = None
     """The in-memory loader of a built-in set (folder sources decode their file list instead)."""
+    resolution: int = 224
+    """Side of the images when ``image_size`` is unset (a tree of unknown size counts as ImageNet's 224)."""
+    sizes: tuple[int, int] | None = None
+    """(train, test) image counts when known up front (sizing a retrain without the data on disk)."""
 
 
 def _root(request: LoadRequest) -> Path:
@@ -149,6 +153,8 @@ SOURCES: dict[str, DataSource] = {
             mean=(0.4914, 0.4822, 0.4465),
             std=(0.2470, 0.2435, 0.2616),
             loader=lambda request: _load_cifar("cifar10", request),
+            resolution=32,
+            sizes=(50000, 10000),
         ),
         DataSource(
             "cifar100",
@@ -158,6 +164,8 @@ SOURCES: dict[str, DataSource] = {
             mean=(0.5071, 0.4865, 0.4409),
             std=(0.2673, 0.2564, 0.2762),
             loader=lambda request: _load_cifar("cifar100", request),
+            resolution=32,
+            sizes=(50000, 10000),
         ),
         DataSource(
             "imagenet",
@@ -168,6 +176,7 @@ SOURCES: dict[str, DataSource] = {
             num_classes=1000,  # ILSVRC-2012; a scanned tree's class folders decide
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
+            sizes=(1281167, 50000),
         ),
         DataSource(
             "imagefolder",
@@ -175,8 +184,22 @@ SOURCES: dict[str, DataSource] = {
             needs_data_dir=True,
             folder=True,
         ),
-        DataSource("digits", "scikit-learn's handwritten digits (offline)", num_classes=10, loader=_load_digits),
-        DataSource("synthetic", "seeded images with a learnable signal (tests)", loader=_synthetic),
+        DataSource(
+            "digits",
+            "scikit-learn's handwritten digits (offline)",
+            num_classes=10,
+            loader=_load_digits,
+            resolution=16,
+            sizes=(DIGITS_TRAIN_SIZE, 1797 - DIGITS_TRAIN_SIZE),
+        ),
+        DataSource(
+            "synthetic",
+            "seeded images with a learnable signal (tests)",
+            num_classes=10,  # the default; its loader's num_classes argument changes it
+            loader=_synthetic,
+            resolution=16,
+            sizes=(512, 128),
+        ),
     )
 }
 DATASETS = tuple(SOURCES)

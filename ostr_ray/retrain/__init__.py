@@ -55,8 +55,8 @@ from ostr_ray.retrain.spec import (
 from ostr_ray.retrain.worker import (
     HISTORY_FILE,
     STATE_FILE,
-    ShardedBatchStream,
     make_optimizer,
+    shard_stream,
     train_loop_per_worker,
     train_step,
 )
@@ -77,7 +77,6 @@ __all__ = [
     "RetrainOptions",
     "RetrainSpec",
     "default_protocol",
-    "ShardedBatchStream",
     "build_network",
     "build_retrain_config",
     "check_data",
@@ -96,6 +95,7 @@ __all__ = [
     "read_history",
     "resolve_genotype",
     "resume_retrain",
+    "shard_stream",
     "run_retrain",
     "tracking_uri_for",
     "train_loop_per_worker",

@@ -52,41 +52,42 @@ def _split_dirs(root: Path) -> tuple[Path, Path]:
 def check_data(dataset: str, data_dir: str | None, config: RetrainConfig, *, dry_run: bool = False) -> DataInfo:
     """Cheap pre-flight of the data (folders and counts, no decoding): a wrong --data-dir fails here.
 
-    A dry run needs no data on disk (sizing a network needs no images): an absent image-folder tree is taken as
-    ImageNet's 1000 classes, and torchvision data sets are not looked for."""
-    from ostr_ray.data import check_data_source, class_folder_check
-
-    tree_absent = dataset in ("imagefolder", "imagenet") and not (data_dir and Path(data_dir).is_dir())
-    if dry_run and tree_absent:
-        return DataInfo(1000, 1281167, 50000, streaming=dataset == "imagenet")
+    A dry run needs no data on disk (sizing a network needs no images): the data set's registered class and
+    image counts stand in, and an absent tree counts as ImageNet's."""
+    from ostr_ray.data import check_data_source, get_source
 
     if dataset not in DATASETS:
         raise RetrainError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    source = get_source(dataset)
     if config.num_classes is not None and dataset != "synthetic":
         raise RetrainError(f"num_classes applies to the synthetic data set only, not {dataset!r}")
-    if dataset in ("imagefolder", "imagenet"):
+    tree_present = bool(data_dir) and Path(data_dir).is_dir()
+    if source.folder and (tree_present or not dry_run):
         if not data_dir:
             raise RetrainError(f"dataset {dataset!r} needs --data-dir pointing at a class-folder tree")
-        train, test = _split_dirs(Path(data_dir))
-        n_train, n_test = class_folder_check(train), class_folder_check(test)
-        classes = sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith("."))
-        test_classes = sorted(e.name for e in os.scandir(test) if e.is_dir() and not e.name.startswith("."))
-        if classes != test_classes:
-            raise DataError(f"{train} and {test} have different class folders ({len(classes)} vs {len(test_classes)})")
-        info = DataInfo(len(classes), n_train, n_test, streaming=dataset == "imagenet")
-    elif dataset in ("cifar10", "cifar100"):
+        info = _tree_info(Path(data_dir), streaming=source.streams)
+    else:
         if not dry_run:
             check_data_source(dataset, data_dir, download=config.download)
-        info = DataInfo(10 if dataset == "cifar10" else 100, 50000, 10000, False)
-    elif dataset == "digits":
-        info = DataInfo(10, 1500, 297, False)
-    else:
-        info = DataInfo(config.num_classes or 10, 512, 128, False)
+        train, test = source.sizes or (1281167, 50000)
+        info = DataInfo(config.num_classes or source.num_classes or 1000, train, test, streaming=source.streams)
     if config.train_subset:
         info.train_images = min(info.train_images, config.train_subset)
     if config.test_subset:
         info.test_images = min(info.test_images, config.test_subset)
     return info
+
+
+def _tree_info(root: Path, *, streaming: bool) -> DataInfo:
+    from ostr_ray.data import class_folder_check
+
+    train, test = _split_dirs(root)
+    n_train, n_test = class_folder_check(train), class_folder_check(test)
+    classes = sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith("."))
+    test_classes = sorted(e.name for e in os.scandir(test) if e.is_dir() and not e.name.startswith("."))
+    if classes != test_classes:
+        raise DataError(f"{train} and {test} have different class folders ({len(classes)} vs {len(test_classes)})")
+    return DataInfo(len(classes), n_train, n_test, streaming=streaming)
 
 
 # ------------------------------------------------------------------------------------------- the spec

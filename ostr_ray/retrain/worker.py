@@ -24,12 +24,11 @@ STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"
 
 
-def ShardedBatchStream(  # noqa: N802 - the name ostr_ray.retrain has always exported
+def shard_stream(
     data: ImageData, batch_size: int, *, rank: int, world_size: int, randaugment: bool = False, **kw: Any
 ) -> BatchStream:
     """One rank's shard of the in-memory training set: ``BatchStream(shard=(rank, world_size))``, with
-    torchvision's RandAugment as the per-image hook when ``randaugment``. Kept as a function because
-    ``ostr_ray.retrain`` exports this name; new code calls :class:`BatchStream` directly."""
+    torchvision's RandAugment as the per-image hook when ``randaugment``."""
     return BatchStream(
         data, batch_size, shard=(rank, world_size), image_transform=_randaugment() if randaugment else None, **kw
     )
