@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from rich.console import Console
+from torchvision.io import write_jpeg
 from typer.testing import CliRunner
 
 from ostr_ray.cli import app
@@ -55,7 +57,13 @@ def junk(tmp_path) -> dict[str, Path]:
     (shape / "coordinator.json").write_text(json.dumps(["not", "a", "snapshot"]))
     afile = tmp_path / "afile"
     afile.write_text("x")
-    return {"binary": binary, "run": run, "cut": cut, "shape": shape, "afile": afile}
+    tree = tmp_path / "tree"
+    for i in range(8):
+        folder = tree / "train" / f"c{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_jpeg(torch.full((3, 8, 8), 30 * i, dtype=torch.uint8), str(folder / f"{i}.jpg"))
+    (tree / "train" / "c1" / "5.jpg").write_bytes((tree / "train" / "c1" / "5.jpg").read_bytes()[:40])  # truncated
+    return {"binary": binary, "run": run, "cut": cut, "shape": shape, "afile": afile, "tree": tree}
 
 
 BAD_INPUT = [
@@ -74,6 +82,8 @@ BAD_INPUT = [
     (["nb201", "lookup", NB201_CELL, "--table", "{binary}"], "is not a CSV text file"),
     (["retrain", NB201_CELL, "--workers", "0"], "--workers must be >= 1, got 0"),
     (["launch", "--dataset", "imagefolder", "--data-dir", "/no/[/]/[red]x"], "/no/[/]/[red]x does not exist"),
+    (["launch", "--dataset", "imagefolder", "--data-dir", "{tree}"], "cannot decode image"),
+    (["search", "--quiet", "--dataset", "imagefolder", "--data-dir", "{tree}"], "cannot decode image"),
 ]
 
 

@@ -56,6 +56,7 @@ def _preflight(config: Any, out: Path) -> None:
 
     from ostr_ray.core.config import ConfigError
     from ostr_ray.core.memory import check_search_memory
+    from ostr_ray.core.search_data import check_searched_images
     from ostr_ray.orchestration.preflight import check_tables, check_writable
 
     if out.exists() and not out.is_dir():
@@ -65,6 +66,7 @@ def _preflight(config: Any, out: Path) -> None:
         raise ConfigError(f"--device {config.device}: this machine has no CUDA GPU (torch sees none)")
     check_tables({"search": config.to_dict()})
     check_search_memory(config)
+    check_searched_images(config)
 
 
 def _run(config: Any, out: Path, saved: Any, quiet: bool) -> Any:

@@ -43,6 +43,7 @@ from ostr_ray.data import (
     scan_split,
     split_indices,
     subset,
+    verify_files,
 )
 
 STREAM_MIN_IMAGE_SIZE = 128
@@ -77,12 +78,34 @@ def build_data(config: SearchConfig, device: torch.device) -> SearchData:
         if _subsetting(config):
             images = subset(images, subset_count(len(images), config.subset_fraction), seed=config.seed)
         return _memory_data(config, device, images)
-    files = scan_split(config.data_dir, train=True)
-    if _subsetting(config):
-        files = subset(files, subset_count(len(files), config.subset_fraction), seed=config.seed)
+    files = searched_files(config)
     if choose_data_path(config, source, files) == "stream":
         return _streamed_data(config, device, source, files)
     return _memory_data(config, device, load_folder(files, config.image_size, mean=source.mean, std=source.std))
+
+
+def searched_files(config: SearchConfig) -> FileList | None:
+    """The files of a class-folder tree this seed's search reads (its subset), None for other sources."""
+    if not get_source(config.dataset).folder:
+        return None
+    files = scan_split(config.data_dir, train=True)
+    if _subsetting(config):
+        files = subset(files, subset_count(len(files), config.subset_fraction), seed=config.seed)
+    return files
+
+
+def check_searched_images(config: SearchConfig) -> None:
+    """Decode every file this seed will read, before any training (DataError naming a bad file): the memory
+    path decodes them into the shared cache its search then reads; the streamed path checks them once per
+    state of the tree (:func:`ostr_ray.data.verify_files`)."""
+    files = searched_files(config)
+    if files is None:
+        return
+    source = get_source(config.dataset)
+    if choose_data_path(config, source, files) == "stream":
+        verify_files(files)
+    else:
+        load_folder(files, config.image_size, mean=source.mean, std=source.std)
 
 
 def subset_count(total: int, fraction: float) -> int:

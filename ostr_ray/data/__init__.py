@@ -66,6 +66,7 @@ from ostr_ray.data.streaming import (
     random_resized_crop,
     resize_pad_crop,
 )
+from ostr_ray.data.verify import verify_files
 
 __all__ = [
     "CIFAR_STATS",
@@ -89,6 +90,7 @@ __all__ = [
     "StreamedBatchStream",
     "apply_seeded",
     "cache_dir",
+    "verify_files",
     "channel_stats",
     "check_data_path",
     "check_data_source",

@@ -80,6 +80,22 @@ def check_tables(variants: dict[str, dict[str, Any]]) -> None:
         load_nb201_table(table)
 
 
+def check_images(spec: LaunchSpec) -> None:
+    """Every image file a trial will read decodes (once per distinct file set: seeds share one without a
+    subset). For the in-memory path this also fills the decoded-image cache the trials then load."""
+    from ostr_ray.core.search_data import check_searched_images
+
+    seen = set()
+    for values in spec.variants.values():
+        for seed in spec.seeds:
+            config = config_from_dict({**values, "seed": seed})
+            key = (config.dataset, config.data_dir, config.image_size, config.subset_fraction, config.data_path)
+            key += (seed,) if config.subset_fraction not in (None, 1.0) else ()
+            if key not in seen:
+                seen.add(key)
+                check_searched_images(config)
+
+
 def check_trials(spec: LaunchSpec) -> None:
     trials = len(spec.seeds) * len(spec.variants)
     if trials > MAX_TRIALS:
@@ -122,3 +138,4 @@ def preflight_launch(spec: LaunchSpec, *, local: bool, overwrite: bool) -> None:
     check_writable(spec.storage, "--storage")
     check_tables(spec.variants)
     check_memory(spec, local=local)
+    check_images(spec)
