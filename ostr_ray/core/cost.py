@@ -6,6 +6,7 @@ measured rather than computed by formula so a new space's network is counted the
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -16,9 +17,9 @@ from searchspaces import get_space
 from searchspaces.base import AUXILIARY_PREFIX
 
 FLOPS_CONVENTION = (
-    "mult_adds counts one multiply-add per MAC of every conv and linear layer (torch.utils.flop_counter."
-    "FlopCounterMode total / 2), batch 1, eval mode (no auxiliary head, no drop-path), at flops_resolution; "
-    "BN, activations, pooling and additions are not counted. params exclude the auxiliary head."
+    "mult_adds counts one multiply-add per MAC of every conv and linear layer (equal to torch.utils.flop_counter."
+    "FlopCounterMode total / 2 for these networks), batch 1, eval mode (no auxiliary head, no drop-path), at "
+    "flops_resolution; BN, activations, pooling and additions are not counted. params exclude the auxiliary head."
 )
 
 
@@ -26,30 +27,40 @@ def measure_network(model: nn.Module, resolution: int, in_channels: int = 3) -> 
     """Parameters and multiply-adds of ``model``.
 
     Convention (DARTS / NB201 papers): ``params`` counts trainable parameters without the auxiliary head;
-    ``mult_adds`` is torch's ``FlopCounterMode`` total divided by 2 (the counter reports 2 FLOPs per
-    multiply-accumulate of convs and matmuls/linears; BN, activations, pooling and element-wise additions
-    are not counted) for one ``resolution x resolution`` image in eval mode, so the auxiliary head and
-    drop-path do not run. With this counter DARTS_V2 is 528.4M at 32x32 (CIFAR) and 529.9M at 224x224
-    (ImageNet; the paper's 574M came from a different counter), NB201 cells match the benchmark's MFLOPs.
+    ``mult_adds`` counts one multiply-accumulate per MAC of every ``Conv2d`` and ``Linear`` (BN, activations,
+    pooling and element-wise additions are not counted) for one ``resolution x resolution`` image in eval
+    mode, so the auxiliary head and drop-path do not run. With this count DARTS_V2 is 528.4M at 32x32 (CIFAR)
+    and 529.9M at 224x224 (ImageNet; the paper's 574M came from a different counter), and NB201 cells match
+    the benchmark's MFLOPs. It equals ``torch.utils.flop_counter.FlopCounterMode``'s total / 2 for every
+    built-in network (tested), without that counter's 2 s import of ``torch._dynamo`` in each process.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     params = sum(
         p.numel() for n, p in model.named_parameters() if p.requires_grad and not n.startswith(AUXILIARY_PREFIX)
     )
+    count = [0]
+
+    def conv(module: nn.Conv2d, inputs: Any, output: torch.Tensor) -> None:
+        count[0] += output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+
+    def linear(module: nn.Linear, inputs: Any, output: torch.Tensor) -> None:
+        count[0] += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(conv) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_hook(linear) for m in model.modules() if isinstance(m, nn.Linear)]
     was_training = model.training
     model.eval()
     try:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
+        with torch.no_grad():
             model(torch.zeros(1, in_channels, resolution, resolution))
     finally:
         model.train(was_training)
-    mult_adds = counter.get_total_flops() // 2
+        for hook in hooks:
+            hook.remove()
     return {
         "params": int(params),
         "params_m": params / 1e6,
-        "mult_adds": int(mult_adds),
-        "mult_adds_m": mult_adds / 1e6,
+        "mult_adds": int(count[0]),
+        "mult_adds_m": count[0] / 1e6,
         "flops_resolution": resolution,
         "flops_convention": FLOPS_CONVENTION,
     }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,15 @@ from ostr_ray.core.checkpoint import (
     seed_everything,
     set_rng_state,
 )
+from ostr_ray.core.compiled import compile_mode, maybe_compiled
 from ostr_ray.core.config import SearchConfig, config_from_dict, with_decoder_settings
 from ostr_ray.core.criteria import ArchState, list_criteria, select
 from ostr_ray.core.early_stop import StabilityTracker, edge_decisiveness
 from ostr_ray.core.events import EpochReport, SearchResult, call
 from ostr_ray.core.placement import autocast_dtype, resolve_device, use_channels_last
+from ostr_ray.core.schedule import make_optimizers, val_batches, warm_up
 from ostr_ray.core.search_data import SearchData, build_data
 from ostr_ray.core.strength import StrengthAccumulator
-from ostr_ray.data import Batches
 from searchspaces import SearchSpace, Supernet, get_space
 
 __all__ = ["CHECKPOINT_NAME", "CheckpointError", "SearchError", "Searcher", "read_checkpoint"]
@@ -75,17 +76,10 @@ class Searcher:
         if use_channels_last(config, self.device):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.autocast_dtype = autocast_dtype(config, self.device)
+        self._forward = maybe_compiled(self.model, compile_mode(config, self.device))  # the model itself on CPU
         self.weight_params = self.model.weight_parameters()
         self.arch_params = self.model.arch_parameters()
-        self.w_opt = torch.optim.SGD(
-            self.weight_params, lr=config.w_lr, momentum=config.w_momentum, weight_decay=config.w_weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.w_opt, T_max=config.epochs, eta_min=config.w_lr_min
-        )
-        self.a_opt = torch.optim.Adam(
-            self.arch_params, lr=config.a_lr, betas=tuple(config.a_betas), weight_decay=config.a_weight_decay
-        )
+        self.w_opt, self.scheduler, self.a_opt = make_optimizers(config, self.weight_params, self.arch_params)
         self.grads = ArchGradients(
             self.model,
             self._loss,
@@ -107,8 +101,17 @@ class Searcher:
     # ------------------------------------------------------------------ the loop
     def run(self) -> SearchResult:
         """Run epochs until the schedule ends or Algorithm 1 stops the seed."""
-        while self.stop_reason is None and self.epoch < self.config.epochs:
+        while not self.done:
             self.run_epoch()
+        return self.finish()
+
+    @property
+    def done(self) -> bool:
+        """No epoch left: the schedule ended or Algorithm 1 stopped the seed."""
+        return self.stop_reason is not None or self.epoch >= self.config.epochs
+
+    def finish(self) -> SearchResult:
+        """The seed's result once it is :attr:`done` (also for a seed run inside a group, :mod:`.batched`)."""
         if self.stop_reason is None:
             self.stop_reason = f"completed {self.epoch} epochs"
         result = SearchResult(
@@ -132,7 +135,7 @@ class Searcher:
         started = time.perf_counter()
         steps = len(self.data.train)  # the stream's batches per pass: full batches only (drop_last)
         batches = zip(self.data.train.epoch(epoch), val_batches(self.data.val, epoch, steps))
-        with _warm_up(self.w_opt, epoch, config.w_lr_warmup_epochs):
+        with warm_up(self.w_opt, epoch, config.w_lr_warmup_epochs):
             lrs = (self.w_opt.param_groups[0]["lr"], self.a_opt.param_groups[0]["lr"])
             for train_batch, val_batch in batches:
                 step_totals, step_finite = self.train_step(train_batch, val_batch, arch_active=arch_active)
@@ -140,8 +143,20 @@ class Searcher:
                 finite.append(step_finite)
         seconds = time.perf_counter() - started
         self.scheduler.step()
+        return self.end_epoch(arch_active, totals.tolist(), lrs, seconds, finite)
+
+    def end_epoch(
+        self,
+        arch_active: bool,
+        totals: list[float],
+        lrs: tuple[float, float],
+        seconds: float,
+        finite: list[torch.Tensor],
+    ) -> EpochReport:
+        """What follows an epoch's steps and scheduler step: the divergence check, the report (selection,
+        Algorithm 1), the checkpoint and the callbacks. A seed group (:mod:`.batched`) calls it per seed."""
         self._check_finite(finite)
-        report = self._finish_epoch(arch_active, totals.tolist(), lrs, seconds)
+        report = self._finish_epoch(arch_active, totals, lrs, seconds)
         call(self.callbacks, "on_epoch_end", report, str(self.checkpoint_path) if self.out_dir else None)
         return report
 
@@ -165,7 +180,7 @@ class Searcher:
             val_logits, val_loss = self._evaluate(x_val, y_val)
         train_logits, train_loss, grad_norm = self._weight_step(x_train, y_train)
         totals = torch.stack(
-            _batch_totals(train_logits, y_train, train_loss) + _batch_totals(val_logits, y_val, val_loss)
+            batch_totals(train_logits, y_train, train_loss) + batch_totals(val_logits, y_val, val_loss)
         )
         return totals, torch.isfinite(train_loss + val_loss + grad_norm)
 
@@ -183,7 +198,7 @@ class Searcher:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with self._autocast():
             if params is None:
-                logits = self.model(x, op_weights)
+                logits = self._forward(x, op_weights)
             else:
                 logits = functional_call(self.model, params, (x,), {"op_weights": op_weights})
         logits = logits.float()
@@ -367,41 +382,7 @@ class Searcher:
         return searcher
 
 
-def val_batches(val: Batches, epoch: int, steps_per_epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The architecture batches of ``epoch``: an endless stream over passes of the validation half.
-
-    Step ``t`` of epoch ``e`` takes global validation batch ``g = e * T + t`` (``T = steps_per_epoch``), i.e.
-    batch ``g % V`` of pass ``g // V`` (``V = len(val)``), pass ``p`` ordered as ``val.epoch(p)``: each step
-    draws the next batch and the stream restarts when a pass ends (PC-DARTS cycles its valid_queue). The
-    position is a pure function of (epoch, step), so a resume at any epoch boundary continues mid-pass
-    exactly, with no loader state saved. With equal halves (T == V) epoch ``e`` reads exactly pass ``e``.
-    """
-    passes, start = divmod(epoch * steps_per_epoch, len(val))
-    while True:
-        yield from val.epoch(passes, start_batch=start)
-        passes, start = passes + 1, 0
-
-
-@contextlib.contextmanager
-def _warm_up(optimizer: torch.optim.Optimizer, epoch: int, warmup_epochs: int) -> Iterator[None]:
-    """Within the block, epoch ``epoch < warmup_epochs`` trains at ``initial lr * (epoch + 1) / warmup_epochs``
-    (PC-DARTS' ImageNet warm-up, on the base lr as its train_search_imagenet.py does); afterwards the
-    scheduled lr is put back, so the cosine scheduler's recursive update and a checkpoint never see the
-    warm-up and a resume recomputes it from the epoch alone."""
-    if epoch >= warmup_epochs:
-        yield
-        return
-    scheduled = [group["lr"] for group in optimizer.param_groups]
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] * (epoch + 1) / warmup_epochs
-    try:
-        yield
-    finally:
-        for group, lr in zip(optimizer.param_groups, scheduled):
-            group["lr"] = lr
-
-
-def _batch_totals(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> list[torch.Tensor]:
+def batch_totals(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> list[torch.Tensor]:
     n = labels.shape[0]
     correct = (logits.argmax(dim=1) == labels).sum()
     return [

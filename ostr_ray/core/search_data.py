@@ -98,10 +98,13 @@ def check_searched_images(config: SearchConfig) -> None:
     """Decode every file this seed will read, before any training (DataError naming a bad file): the memory
     path decodes them into the shared cache its search then reads; the streamed path checks them once per
     state of the tree (:func:`ostr_ray.data.verify_files`)."""
+    source = get_source(config.dataset)
+    if source.cached:  # a built-in set: load it once here, into the cache every trial then reads
+        load_images(config.dataset, data_dir=config.data_dir, download=config.download, image_size=config.image_size)
+        return
     files = searched_files(config)
     if files is None:
         return
-    source = get_source(config.dataset)
     if choose_data_path(config, source, files) == "stream":
         verify_files(files)
     else:

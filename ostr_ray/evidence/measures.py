@@ -24,7 +24,6 @@ from ostr_ray.evidence.stats import (
     spearman,
 )
 from searchspaces import get_space
-from searchspaces.base import AUXILIARY_PREFIX
 from searchspaces.nb201_genotype import EDGES as NB201_EDGES
 from searchspaces.nb201_genotype import OPS as NB201_OPS
 from searchspaces.nb201_genotype import NB201Genotype
@@ -167,13 +166,10 @@ def summarise_correlations(records: Sequence[EdgeCorrelation]) -> dict[str, Any]
 @lru_cache(maxsize=256)
 def eval_cost(space: str, cell: str, C: int = 36, layers: int = 20, image_size: int = 32) -> dict[str, float]:
     """Parameters (M, without the auxiliary head) and multiply-adds (M, one ``image_size`` image) of the
-    DARTS-style evaluation network of ``cell``; FLOPs from ``torch.utils.flop_counter`` halved."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    DARTS-style evaluation network of ``cell``, counted as everywhere else (:mod:`ostr_ray.core.cost`)."""
+    from ostr_ray.core.cost import measure_network
 
     sp = get_space(space)
-    network = sp.build_eval_network(sp.parse_genotype(cell), C=C, layers=layers, auxiliary=False).eval()
-    params = sum(p.numel() for name, p in network.named_parameters() if not name.startswith(AUXILIARY_PREFIX))
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        network(torch.zeros(1, 3, image_size, image_size))
-    return {"params_m": params / 1e6, "madds_m": counter.get_total_flops() / 2 / 1e6}
+    network = sp.build_eval_network(sp.parse_genotype(cell), C=C, layers=layers, auxiliary=False)
+    size = measure_network(network, image_size)
+    return {"params_m": size["params_m"], "madds_m": size["mult_adds_m"]}
