@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check, as one script that ends within CHECK_BUDGET_S (default 540 s, under 10 minutes): the
-# aggregate throughput of 1, 2, 4 and 5 NB201 seeds sharing one GPU, the retraining networks' throughput
-# (ImageNet first), then the supernet search step of the three paper presets (fp32 vs bf16 autocast,
-# channels_last off/on). Each stage gets the time left and writes its JSON as it goes, so a stage cut short
-# keeps what it measured. Run from the repository root:
+# aggregate throughput of 1, 2, 4 and 5 NB201 seeds sharing one GPU, then the three paper presets' step with
+# one seed alone vs 5 seeds batched in one seed group (plus the bf16-vs-fp32 strength ranking), the retraining
+# networks' throughput (ImageNet first), the supernet search step of the three paper presets (fp32 vs bf16
+# autocast, channels_last off/on), and last the NB201 step under torch.compile. Each stage gets the time left
+# and writes its JSON as it goes, so a stage cut short keeps what it measured. Run from the repository root:
 #
 #   OUT=gpu_results benchmarks/gpu_check.sh
 #
@@ -33,8 +34,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
 stage "NB201 seeds packed on one GPU" 210 \
   "$PY" benchmarks/gpu_pack.py --steps 30 --json "$OUT/pack.json"
+stage "seed groups: 1 seed alone vs 5 seeds batched in one group, and bf16 strength ranking" 200 \
+  "$PY" benchmarks/bench_supernet.py --device cuda --groups 1,5 --bf16-tau --iters 5 --warmup 2 \
+  --json "$OUT/batched.json"
 stage "retraining networks" 180 \
   "$PY" benchmarks/gpu_retrain.py "$OUT/retrain.json" --networks imagenet,cifar --budget-s 150
 stage "supernet search step (train_step: arch + weight step)" 400 \
   "$PY" benchmarks/bench_supernet.py --device cuda --grid --iters 10 --warmup 3 --json "$OUT/supernet.json"
+stage "NB201 step under torch.compile (1 seed alone, 5 seeds in a group; compile time in the warm-up)" 150 \
+  "$PY" benchmarks/bench_supernet.py --device cuda --presets nb201-cifar10 --groups 1,5 --compile default \
+  --iters 10 --warmup 3 --json "$OUT/compiled.json"
 echo "== done in $(( $(date +%s) - DEADLINE + BUDGET )) s; results in $OUT"
