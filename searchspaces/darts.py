@@ -52,8 +52,10 @@ class MixedOp(nn.Module):
     def forward(self, x: torch.Tensor, weights: torch.Tensor, x_relu: torch.Tensor | None = None) -> torch.Tensor:
         """``weights``: (7,) mixing weights of ``PRIMITIVES[1:]``; ``x_relu``: ``relu(x)`` if the caller has it
         (the ops that open with a ReLU then share it, see :func:`~searchspaces.darts_ops.after_leading_relu`)."""
-        # One matrix-vector product instead of 7 scaled adds: fewer autograd nodes on the hot path.
-        return torch.tensordot(weights, torch.stack(apply_ops(self.ops, self.preactivated, x, x_relu)), dims=1)
+        # One matrix-vector product instead of 7 scaled adds: fewer autograd nodes on the hot path. Under bf16
+        # autocast the ops return bf16 while the mixing weights stay fp32: tensordot needs one dtype.
+        outputs = torch.stack(apply_ops(self.ops, self.preactivated, x, x_relu))
+        return torch.tensordot(weights.to(outputs.dtype), outputs, dims=1)
 
 
 EdgeFactory = Callable[[int, int], nn.Module]

@@ -75,7 +75,8 @@ class PartialMixedOp(nn.Module):
         """``weights``: (7,) mixing weights of ``PRIMITIVES[1:]``. ``x_relu`` is part of the edge interface
         but never given here (``uses_state_relu`` is False): ``relu(active)`` is computed once per edge."""
         active, passive = x[:, : self.partial_channels], x[:, self.partial_channels :]
-        mixed = torch.tensordot(weights, torch.stack(apply_ops(self.ops, self.preactivated, active, None)), dims=1)
+        outputs = torch.stack(apply_ops(self.ops, self.preactivated, active, None))
+        mixed = torch.tensordot(weights.to(outputs.dtype), outputs, dims=1)  # one dtype under bf16 autocast
         if passive.shape[1] == 0:  # k == 1: plain DARTS edge
             return mixed
         return channel_shuffle(torch.cat([mixed, self.bypass(passive)], dim=1), self.k)
