@@ -97,6 +97,7 @@ def _spec(data: DataOptions, stop: StopOptions, where: ClusterOptions, preset: s
             seed_stop=stop.seed_stop,
             experiment_stop=stop.experiment_stop,
             tracking_uri=where.tracking_uri,
+            seeds_per_trial=where.seeds_per_trial,
         )
     )
 

@@ -103,6 +103,9 @@ class ClusterOptions:
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial (also torch's threads).")] = 1.0
     gpus_per_trial: Annotated[float, typer.Option(help="GPUs per trial; 0.25 packs four seeds per GPU.")] = 0.0
     max_failures: Annotated[int, typer.Option(help="Retries of a failed trial from its last checkpoint.")] = 2
+    seeds_per_trial: Annotated[
+        int, typer.Option(help="Seeds searched as one batched model per trial (one kernel serves them all).")
+    ] = 1
 
 
 @dataclass

@@ -67,6 +67,8 @@ class LaunchSpec:
     seed_stop: bool = True
     experiment_stop: bool = True
     tracking_uri: str | None = None
+    seeds_per_trial: int = 1
+    """Seeds searched together as one batched model in one trial (``--seeds-per-trial``)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -74,18 +76,21 @@ class LaunchSpec:
         return join(resolve(self.storage), self.name)
 
     def trial_configs(self) -> list[dict[str, Any]]:
-        """One param dict per (variant, seed): what each Tune trial receives."""
+        """One param dict per Tune trial: a variant and its ``seeds`` (groups of ``seeds_per_trial``), the
+        first seed's resolved search config, and where the experiment is."""
         threads = max(1, int(self.cpus_per_trial))
+        size = max(1, self.seeds_per_trial)
         trials = []
         for variant, base in self.variants.items():
-            for seed in self.seeds:
-                search = {**base, "seed": seed}
+            for start in range(0, len(self.seeds), size):
+                seeds = self.seeds[start : start + size]
+                search = {**base, "seed": seeds[0]}
                 if not self.seed_stop:
                     search["patience"] = 0
                 if search.get("threads") is None:
                     search["threads"] = threads
                 trials.append(
-                    {"variant": variant, "seed": seed, "search": search, "experiment_path": self.experiment_path}
+                    {"variant": variant, "seeds": seeds, "search": search, "experiment_path": self.experiment_path}
                 )
         return trials
 

@@ -16,12 +16,13 @@ from ostr_ray.core.coordinator import Coordinator, TrialKey
 from ostr_ray.core.events import call
 from ostr_ray.experiment import LaunchDir
 from ostr_ray.experiment.storage import add_mirror
-from ostr_ray.orchestration.trial import FAILED_KEY, STOP_KEY, reports_in
+from ostr_ray.orchestration.trial import FAILED_KEY, STOP_KEY, failed_seeds_in, reports_in, trial_seeds
 
 
-def trial_key(trial: Any) -> TrialKey:
+def trial_keys(trial: Any) -> list[TrialKey]:
+    """The (variant, seed) keys of every seed a Tune trial runs (one, or a seed group)."""
     params = trial.config["trial"]
-    return TrialKey(params["variant"], int(params["seed"]))
+    return [TrialKey(params["variant"], seed) for seed in trial_seeds(params)]
 
 
 class CoordinatorCallback(tune.Callback):
@@ -43,30 +44,35 @@ class CoordinatorCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._remember_staging(trial)
-        key = trial_key(trial)
+        variant = trial.config["trial"]["variant"]
         new_stats = []
         for report in reports_in(result):
+            key = TrialKey(variant, report.seed)
             new_stats += self.coordinator.update(key, report)
             for listener in self.listeners:
                 listener.on_trial_report(key, report)
+        failed = failed_seeds_in(result)
         if FAILED_KEY in result:
-            new_stats += self.coordinator.mark_finished(key, "failed", result[FAILED_KEY])
+            failed.update(dict.fromkeys((k.seed for k in trial_keys(trial)), result[FAILED_KEY]))
+        for seed, why in failed.items():
+            new_stats += self.coordinator.mark_finished(TrialKey(variant, seed), "failed", why)
         self._relay_stats(new_stats)
-        if FAILED_KEY in result:
-            self._relay_finished(key)
+        for seed in failed:
+            self._relay_finished(TrialKey(variant, seed))
         self._snapshot()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        key = trial_key(trial)
-        if self.coordinator.trial_status(key)[0] != "failed":  # a failed one was relayed when it said so
-            self._relay_stats(self.coordinator.mark_finished(key, "finished"))
-            self._relay_finished(key)
-        self._snapshot()
+        self._end_seeds(trial, "finished", "")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        key = trial_key(trial)
-        self._relay_stats(self.coordinator.mark_finished(key, "failed", failure_cause(trial)))
-        self._relay_finished(key)
+        self._end_seeds(trial, "failed", failure_cause(trial))
+
+    def _end_seeds(self, trial: Any, status: str, reason: str) -> None:
+        """Every seed of the trial not yet ended (a failed one was relayed when it said so)."""
+        for key in trial_keys(trial):
+            if self.coordinator.trial_status(key)[0] == "running":
+                self._relay_stats(self.coordinator.mark_finished(key, status, reason))
+                self._relay_finished(key)
         self._snapshot()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

@@ -124,10 +124,11 @@ def check_memory(spec: LaunchSpec, *, local: bool) -> None:
     need = 0
     for variant, values in spec.variants.items():
         try:
-            estimate = check_search_memory(config_from_dict({**values, "device": "cpu"}), available)
+            group = min(spec.seeds_per_trial, len(spec.seeds))  # a seed group holds that many supernets
+            estimate = check_search_memory(config_from_dict({**values, "device": "cpu"}), available // group)
         except ConfigError as exc:
             raise ConfigError(f"{variant}: {exc}") from None
-        need = max(need, estimate.total_bytes)
+        need = max(need, estimate.total_bytes * min(spec.seeds_per_trial, len(spec.seeds)))
     spec.extra["memory_bytes"] = need
 
 

@@ -22,11 +22,11 @@ from ostr_ray.core.coordinator import Coordinator, TrialKey
 from ostr_ray.experiment import LaunchDir, LaunchReport, LaunchSpec, trial_dirname, trial_run_name
 from ostr_ray.experiment.storage import resolve
 from ostr_ray.orchestration import cluster
-from ostr_ray.orchestration.callbacks import ConsensusStopper, CoordinatorCallback, trial_key
+from ostr_ray.orchestration.callbacks import ConsensusStopper, CoordinatorCallback
 from ostr_ray.orchestration.interrupts import Interrupts
 from ostr_ray.orchestration.ownership import DriverLock
 from ostr_ray.orchestration.spec import LaunchError, variant_criteria, variant_patience
-from ostr_ray.orchestration.trial import search_trial
+from ostr_ray.orchestration.trial import search_trial, trial_seeds
 from ostr_ray.tracking.store import TrackingError
 
 REFUSALS = (LaunchError, cluster.ClusterError, TrackingError)
@@ -43,7 +43,10 @@ def trainable(spec: LaunchSpec):
 
 
 def _trial_dirname(trial: Any) -> str:
-    return trial_dirname(*trial_key(trial))
+    params = trial.config["trial"]
+    seeds = trial_seeds(params)
+    name = trial_dirname(params["variant"], seeds[0])
+    return name if len(seeds) == 1 else f"{name}-{seeds[-1]}"
 
 
 def init_ray(address: str | None, spec: LaunchSpec) -> bool:
@@ -67,7 +70,8 @@ def new_coordinator(spec: LaunchSpec) -> Coordinator:
         variant_patience=variant_patience(spec),
     )
     for trial in spec.trial_configs():
-        coordinator.register(TrialKey(trial["variant"], trial["seed"]))
+        for seed in trial_seeds(trial):
+            coordinator.register(TrialKey(trial["variant"], seed))
     return coordinator
 
 

@@ -43,6 +43,8 @@ class LaunchOptions:
     seed_stop: bool = True
     experiment_stop: bool = True
     tracking_uri: str | None = None
+    seeds_per_trial: int = 1
+    """Seeds searched as one batched model per trial (one kernel serves them all; see core/batched.py)."""
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -123,6 +125,19 @@ def _check_numbers(options: LaunchOptions) -> None:
         )
     if options.max_failures < 0:
         raise LaunchError(f"--max-failures {options.max_failures!r} must be >= 0")
+    if options.seeds_per_trial < 1:
+        raise LaunchError(f"--seeds-per-trial {options.seeds_per_trial!r} must be >= 1")
+
+
+def _check_groups(variants: dict[str, dict[str, Any]], seeds: list[int], per_trial: int) -> None:
+    """A seed group must be one search at several seeds, with an architecture step the batched model runs."""
+    if per_trial <= 1:
+        return
+    from ostr_ray.core.batched import check_group
+    from ostr_ray.core.config import config_from_dict
+
+    for values in variants.values():
+        check_group([config_from_dict({**values, "seed": seed}) for seed in seeds[:per_trial]])
 
 
 def build_spec(options: LaunchOptions) -> LaunchSpec:
@@ -138,6 +153,7 @@ def build_spec(options: LaunchOptions) -> LaunchSpec:
         overrides["patience"] = options.patience
     variants = resolve_variants(options.spaces, options.preset, overrides)
     _check_numbers(options)
+    _check_groups(variants, seeds, options.seeds_per_trial)
     check_data_sources(variants)
     first = next(iter(variants.values()))
     storage = resolve(options.storage or "ostr_runs")
@@ -156,6 +172,7 @@ def build_spec(options: LaunchOptions) -> LaunchSpec:
         experiment_stop=options.experiment_stop,
         # kept in launch.json, so --resume records into the same MLflow store; None = the launch's own SQLite
         tracking_uri=options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
+        seeds_per_trial=options.seeds_per_trial,
     )
     if spec.tracking_uri is None and is_uri(join(storage, spec.name)):
         raise LaunchError(

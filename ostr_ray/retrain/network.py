@@ -11,6 +11,7 @@ from ostr_ray.retrain.protocols import RetrainConfig, RetrainError
 
 __all__ = ["FLOPS_CONVENTION", "build_network", "measure_network"]
 
+
 def build_network(space: str, genotype: Any, config: RetrainConfig, num_classes: int) -> nn.Module:
     """The eval network of ``genotype`` sized by the protocol; forward returns ``(logits, aux_or_None)``."""
     from searchspaces import SearchSpaceError, get_space

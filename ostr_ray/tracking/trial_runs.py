@@ -74,7 +74,8 @@ class TrialRuns:
         return self.runs.get(key)
 
     def _create(self, key: TrialKey) -> str:
-        config = next((t["search"] for t in self.spec.trial_configs() if (t["variant"], t["seed"]) == key), {})
+        base = self.spec.variants.get(key.variant, {})
+        config = {**base, "seed": key.seed} if base else {}
         tags = {
             schema.PARENT_RUN: self.parent_run_id,
             schema.ROLE: schema.ROLE_TRIAL,
