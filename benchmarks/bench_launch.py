@@ -1,13 +1,17 @@
 """What Ray costs and what side-by-side seeds buy, on this machine.
 
-1. One seed through ``ostr-ray launch`` against the same search in-process (``ostr-ray search``):
-   wall time of the whole command, Ray start-up included, and the search's own epoch time.
-2. Two seeds side by side (two trials, 1 CPU and 1 torch thread each) against two in sequence
-   (``--cpus-per-trial 2``: one trial at a time with 2 threads), both through ``ostr-ray launch``.
+    python benchmarks/bench_launch.py [--preset demo] [--epochs 4] [--repeats 1] [--set key=value] [--json out.json]
 
-    python benchmarks/bench_launch.py [--preset demo] [--epochs 4] [--repeats 1] [--json out.json]
+Each configuration runs as a fresh command line, as a user would run it; medians over ``--repeats``:
 
-Each configuration runs as a fresh command line (as a user would run it); medians over ``--repeats``.
+1. one seed in-process (``ostr-ray search``) and through ``ostr-ray launch``: the launch's fixed overhead is
+   the difference (Ray start and stop, trial spawn and imports, MLflow store, reports);
+2. two seeds side by side (two trials, 1 CPU each) and in sequence (one trial at a time with 2 threads);
+   the 2-seed scaling is the search work per second of two seeds side by side over one seed's, overhead
+   taken out of both (2.0 = perfect);
+3. five seeds on two trial slots, and the same five as one batched seed group (``--seeds-per-trial 5``);
+4. one seed against an already running local cluster (``ray start --head``, then ``--address auto``): the
+   overhead left when Ray is not started and stopped per launch.
 """
 
 from __future__ import annotations
@@ -22,57 +26,79 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+OSTR = str(BIN / "ostr-ray")
 
 
-def _timed(cmd: list[str]) -> float:
+def _timed(cmd: list[str], env: dict | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 
-def _search_epoch_seconds(report_json: Path) -> float:
-    history = json.loads(report_json.read_text())["history"]
-    return statistics.median(h["epoch_seconds"] for h in history)
+def _launches(tmp: str, common: list[str], rows: dict[str, list[float]], tag: str) -> None:
+    launch = [OSTR, "launch", *common, "--storage", tmp, "--quiet", "--no-experiment-stop"]
+    rows["launch_1"].append(_timed([*launch, "--seeds", "1", "--name", f"one{tag}"]))
+    rows["side_by_side_2"].append(_timed([*launch, "--seeds", "2", "--name", f"side{tag}"]))
+    rows["sequence_2"].append(_timed([*launch, "--seeds", "2", "--cpus-per-trial", "2", "--name", f"seq{tag}"]))
+    rows["five_on_two_slots"].append(_timed([*launch, "--seeds", "5", "--name", f"five{tag}"]))
+    rows["five_as_one_group"].append(
+        _timed([*launch, "--seeds", "5", "--seeds-per-trial", "5", "--cpus-per-trial", "2", "--name", f"grp{tag}"])
+    )
 
 
-def run(preset: str, epochs: int, repeats: int) -> dict:
-    rows: dict[str, list[float]] = {"search_1": [], "launch_1": [], "side_by_side_2": [], "sequence_2": []}
-    epoch_seconds = []
+def _reused_cluster(tmp: str, common: list[str]) -> float:
+    """One seed through ``--address auto`` against a head started once (its start is not timed)."""
+    subprocess.run(
+        [str(BIN / "ray"), "start", "--head", "--num-cpus", "2", "--include-dashboard", "false"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        launch = [OSTR, "launch", *common, "--storage", tmp, "--quiet", "--address", "auto"]
+        return _timed([*launch, "--seeds", "1", "--name", f"reuse{time.time_ns()}"])
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run(preset: str, epochs: int, repeats: int, sets: list[str] | None = None) -> dict:
+    keys = ("search_1", "launch_1", "side_by_side_2", "sequence_2", "five_on_two_slots", "five_as_one_group", "reused")
+    rows: dict[str, list[float]] = {k: [] for k in keys}
     common = ["--preset", preset, "--set", f"epochs={epochs}", "--set", "patience=0"]
-    for _ in range(repeats):
+    for text in sets or []:
+        common += ["--set", text]
+    for repeat in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "search"
-            rows["search_1"].append(
-                _timed(
-                    [
-                        str(BIN / "ostr-ray"),
-                        "search",
-                        *common,
-                        "--seed",
-                        "0",
-                        "--threads",
-                        "1",
-                        "--out",
-                        str(out),
-                        "--quiet",
-                    ]
-                )
-            )
-            epoch_seconds.append(_search_epoch_seconds(out / "report.json"))
-            launch = [str(BIN / "ostr-ray"), "launch", *common, "--storage", tmp, "--quiet", "--no-experiment-stop"]
-            rows["launch_1"].append(_timed([*launch, "--seeds", "1", "--name", "one"]))
-            rows["side_by_side_2"].append(_timed([*launch, "--seeds", "2", "--name", "side"]))
-            rows["sequence_2"].append(_timed([*launch, "--seeds", "2", "--cpus-per-trial", "2", "--name", "seq"]))
-    medians = {k: statistics.median(v) for k, v in rows.items()}
+            search = [OSTR, "search", *common, "--seed", "0", "--threads", "1", "--out", str(out), "--quiet"]
+            rows["search_1"].append(_timed(search))
+            _launches(tmp, common, rows, str(repeat))
+            rows["reused"].append(_reused_cluster(tmp, common))
+    wall = {k: statistics.median(v) for k, v in rows.items()}
+    overhead = wall["launch_1"] - wall["search_1"]
+    work_1, work_2 = wall["launch_1"] - overhead, wall["side_by_side_2"] - overhead
     return {
         "preset": preset,
         "epochs": epochs,
         "repeats": repeats,
-        "wall_s": medians,
-        "in_process_epoch_s": statistics.median(epoch_seconds),
-        "launch_over_search": medians["launch_1"] / medians["search_1"],
-        "sequence_over_side_by_side": medians["sequence_2"] / medians["side_by_side_2"],
+        "wall_s": wall,
+        "fixed_overhead_s": overhead,
+        "reused_cluster_overhead_s": wall["reused"] - wall["search_1"],
+        "two_seed_scaling": 2 * work_1 / work_2 if work_2 > 0 else float("nan"),
+        "sequence_over_side_by_side": wall["sequence_2"] / wall["side_by_side_2"],
+        "group_over_five_trials": wall["five_as_one_group"] / wall["five_on_two_slots"],
     }
+
+
+LABELS = {
+    "search_1": "1 seed, `ostr-ray search` in-process",
+    "launch_1": "1 seed, `ostr-ray launch` (Ray started and stopped)",
+    "reused": "1 seed, `ostr-ray launch --address auto` on a running cluster",
+    "side_by_side_2": "2 seeds side by side (2 trials, 1 CPU each)",
+    "sequence_2": "2 seeds in sequence (1 trial at a time, 2 CPUs)",
+    "five_on_two_slots": "5 seeds, 5 trials on 2 slots",
+    "five_as_one_group": "5 seeds as one batched group (`--seeds-per-trial 5`, 2 CPUs)",
+}
 
 
 def main() -> None:
@@ -81,22 +107,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--set", action="append", default=[], help="A setting for every run (key=value).")
     args = parser.parse_args()
-    result = run(args.preset, args.epochs, args.repeats)
-    w = result["wall_s"]
-    print(f"| configuration ({args.preset}, {args.epochs} epochs) | wall s |")
+    result = run(args.preset, args.epochs, args.repeats, args.set)
+    print(f"| configuration ({args.preset}, {args.epochs} epochs, median of {args.repeats}) | wall s |")
     print("|---|---|")
-    for key, label in (
-        ("search_1", "1 seed, `ostr-ray search` in-process"),
-        ("launch_1", "1 seed, `ostr-ray launch`"),
-        ("side_by_side_2", "2 seeds side by side (1 CPU each)"),
-        ("sequence_2", "2 seeds in sequence (2 CPUs each)"),
-    ):
-        print(f"| {label} | {w[key]:.1f} |")
+    for key, label in LABELS.items():
+        print(f"| {label} | {result['wall_s'][key]:.1f} |")
     print(
-        f"\nlaunch / in-process: {result['launch_over_search']:.2f}x; "
-        f"sequence / side-by-side: {result['sequence_over_side_by_side']:.2f}x; "
-        f"in-process epoch: {result['in_process_epoch_s']:.1f} s"
+        f"\nfixed overhead of a launch: {result['fixed_overhead_s']:.1f} s "
+        f"({result['reused_cluster_overhead_s']:.1f} s on a running cluster); "
+        f"2-seed scaling {result['two_seed_scaling']:.2f}x (2.0 = perfect); "
+        f"sequence / side by side {result['sequence_over_side_by_side']:.2f}x; "
+        f"batched group / 5 trials {result['group_over_five_trials']:.2f}x"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -63,9 +63,11 @@ def measure(
 ) -> dict:
     import torch
 
+    from ostr_ray.core.memory import estimate_search_memory
     from ostr_ray.core.search import Searcher
 
     config = _config(preset, device, sets, amp=amp, channels_last=channels_last)
+    estimate = estimate_search_memory(config)  # the memory guard's prediction, to set beside the measured peak
     searcher = Searcher(config)
     batches = (next(searcher.data.train.epoch(0)), next(searcher.data.val.epoch(0)))
     if device.startswith("cuda"):
@@ -94,6 +96,7 @@ def measure(
         "step_s": step,
         "images_per_s": images / step,
         "peak_mem_mib": peak / 2**20,
+        "guard_estimate_mib": estimate.total_bytes / 2**20,
         "strength_overhead_pct": 100 * (step - step_without) / step,
         "accumulator_add_ms": 1000 * add_alone,
         "accumulator_add_pct": 100 * add_alone / step,
@@ -101,7 +104,8 @@ def measure(
 
 
 def _config(preset: str, device: str, sets: list[str] | None, **settings):
-    """The preset on synthetic 32x32 data, one batch per half, architecture steps from the first step."""
+    """The preset on synthetic data at its resolution (32x32 unless it sets image_size: the ImageNet presets'
+    224), one batch per half, in memory, architecture steps from the first step."""
     from ostr_ray.core.config import build_config, parse_override
 
     overrides = dict(parse_override(text) for text in sets or [])
@@ -111,7 +115,11 @@ def _config(preset: str, device: str, sets: list[str] | None, **settings):
         {
             **overrides,
             "dataset": "synthetic",
-            "image_size": 32,
+            "data_path": "memory",
+            "augment": "pad_crop",
+            "subset_fraction": None,
+            "train_fraction": 0.5,
+            "image_size": base.image_size or 32,
             "train_size": base.batch_size,
             "val_size": base.batch_size,
             "device": device,

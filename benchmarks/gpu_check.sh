@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, as one script that ends within CHECK_BUDGET_S (default 540 s, under 10 minutes): the
 # aggregate throughput of 1, 2, 4 and 5 NB201 seeds sharing one GPU, then the three paper presets' step with
-# one seed alone vs 5 seeds batched in one seed group (plus the bf16-vs-fp32 strength ranking), the retraining
+# one seed alone vs 5 seeds batched in one seed group (plus the bf16-vs-fp32 strength ranking), one step of the
+# PC-DARTS direct ImageNet search at batch 256 (its peak memory beside the memory guard's estimate), the retraining
 # networks' throughput (ImageNet first), the supernet search step of the three paper presets (fp32 vs bf16
 # autocast, channels_last off/on), and last the NB201 step under torch.compile. Each stage gets the time left
 # and writes its JSON as it goes, so a stage cut short keeps what it measured. Run from the repository root:
@@ -37,6 +38,9 @@ stage "NB201 seeds packed on one GPU" 210 \
 stage "seed groups: 1 seed alone vs 5 seeds batched in one group, and bf16 strength ranking" 200 \
   "$PY" benchmarks/bench_supernet.py --device cuda --groups 1,5 --bf16-tau --iters 5 --warmup 2 \
   --json "$OUT/batched.json"
+stage "PC-DARTS direct ImageNet search: one step at batch 256, 224x224 (peak memory vs the memory guard)" 120 \
+  "$PY" benchmarks/bench_supernet.py --device cuda --presets pcdarts-imagenet --set batch_size=256 \
+  --iters 3 --warmup 1 --json "$OUT/imagenet.json"
 stage "retraining networks" 180 \
   "$PY" benchmarks/gpu_retrain.py "$OUT/retrain.json" --networks imagenet,cifar --budget-s 150
 stage "supernet search step (train_step: arch + weight step)" 400 \

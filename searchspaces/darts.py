@@ -249,23 +249,29 @@ class DartsSupernet(CellSupernet):
         super().__init__(MixedOp, C, layers, num_classes, in_channels, steps, multiplier, stem_multiplier, stem)
 
 
-@register_space("darts")
-def darts_space() -> SearchSpace:
+def darts_cell_space(name: str, display_name: str, supernet: Callable[..., CellSupernet]) -> SearchSpace:
+    """A space of DARTS cells: the DARTS genotype, decoder, eval networks and metadata around ``supernet``
+    (DARTS' own, or PC-DARTS' partial-channel one)."""
     return SearchSpace(
-        name="darts",
+        name=name,
         ops=PRIMITIVES,
         cell_types=CELL_TYPES,
         num_edges=NUM_EDGES,
-        build_supernet=DartsSupernet,
+        build_supernet=supernet,
         decode=decode,
         parse_genotype=parse_genotype,
         genotype_from_json=DartsGenotype.from_json,
         build_eval_network=build_eval_network,
         parameter_free_ops=PARAMETER_FREE_OPS,
-        display_name="DARTS",
+        display_name=display_name,
         short_ops=SHORT_OPS,
         edge_labels=EDGE_LABELS,
         cell_drawing="darts",
-        default_preset="darts-cifar10",
+        default_preset=f"{name}-cifar10",
         default_protocols={"imagenet": "darts-imagenet", "default": "darts-cifar"},
     )
+
+
+@register_space("darts")
+def darts_space() -> SearchSpace:
+    return darts_cell_space("darts", "DARTS", DartsSupernet)

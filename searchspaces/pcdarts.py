@@ -16,19 +16,11 @@ import torch
 from torch import nn
 
 from searchspaces.base import SearchSpace, SearchSpaceError, register_space
-from searchspaces.darts import CellSupernet
-from searchspaces.darts_eval import build_eval_network
+from searchspaces.darts import CellSupernet, darts_cell_space
 from searchspaces.darts_genotype import (
     CELL_TYPES,
-    EDGE_LABELS,
-    NUM_EDGES,
     NUM_NODES,
-    PARAMETER_FREE_OPS,
     PRIMITIVES,
-    SHORT_OPS,
-    DartsGenotype,
-    decode,
-    parse_genotype,
 )
 from searchspaces.darts_ops import apply_ops, preactivated_flags, search_op
 
@@ -117,21 +109,4 @@ class PCDartsSupernet(CellSupernet):
 
 @register_space("pcdarts")
 def pcdarts_space() -> SearchSpace:
-    return SearchSpace(
-        name="pcdarts",
-        ops=PRIMITIVES,
-        cell_types=CELL_TYPES,
-        num_edges=NUM_EDGES,
-        build_supernet=PCDartsSupernet,
-        decode=decode,
-        parse_genotype=parse_genotype,
-        genotype_from_json=DartsGenotype.from_json,
-        build_eval_network=build_eval_network,
-        parameter_free_ops=PARAMETER_FREE_OPS,
-        display_name="PC-DARTS",
-        short_ops=SHORT_OPS,
-        edge_labels=EDGE_LABELS,
-        cell_drawing="darts",
-        default_preset="pcdarts-cifar10",
-        default_protocols={"imagenet": "darts-imagenet", "default": "darts-cifar"},
-    )
+    return darts_cell_space("pcdarts", "PC-DARTS", PCDartsSupernet)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ray import tune
@@ -111,8 +112,7 @@ def run_launch(
     created = not launch.exists()
     try:
         with DriverLock(launch):
-            recorder = _recorder(spec, recorder)
-            init_ray(address, spec)
+            recorder = _with_ray(address, spec, recorder)
             callback = CoordinatorCallback(new_coordinator(spec), spec.experiment_path)
             callback.view, callback.listeners = view, [*(listeners or []), recorder]
             launch.write_spec(spec)
@@ -137,8 +137,7 @@ def resume_launch(
     launch = LaunchDir(resolve(path))
     with DriverLock(launch):
         spec = launch.read_spec().moved_to(launch.path)
-        recorder = _recorder(spec, recorder)
-        init_ray(address, spec)
+        recorder = _with_ray(address, spec, recorder)
         if not tune.Tuner.can_restore(launch.path):
             raise LaunchError(f"{launch.path} holds no restorable Tune experiment")
         tuner = tune.Tuner.restore(launch.path, trainable=trainable(spec), resume_unfinished=True, resume_errored=True)
@@ -146,6 +145,26 @@ def resume_launch(
         callback.experiment_path = launch.path
         callback.view, callback.listeners = view, [*(listeners or []), recorder]
         return _fit_and_report(tuner, callback, spec, recorder)
+
+
+def _with_ray(address: str | None, spec: LaunchSpec, recorder: Any) -> Any:
+    """Start or join Ray and open the launch's MLflow store; returns the recorder.
+
+    A tracking server is checked before Ray starts (an unreachable one fails in seconds, before any cost).
+    The launch's own SQLite store is opened while Ray starts instead: opening it imports MLflow's database
+    layer and checks its schema (~2 s here), and ``ray.init`` mostly waits on the processes it starts, so the
+    two overlap. (``ray.init`` itself must run on the main thread.)
+    """
+    from ostr_ray.tracking.store import is_server, resolve_tracking_uri
+
+    if recorder is not None or is_server(resolve_tracking_uri(spec.tracking_uri, spec.experiment_path)):
+        recorder = _recorder(spec, recorder)
+        init_ray(address, spec)
+        return recorder
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        opening = pool.submit(_recorder, spec, None)
+        init_ray(address, spec)
+        return opening.result()
 
 
 def _recorder(spec: LaunchSpec, recorder: Any) -> Any:
