@@ -9,10 +9,11 @@ from typing import Any, TypeVar
 
 import click
 import typer
-from rich.console import Console
 from rich.text import Text
 
-err = Console(stderr=True)
+from ostr_ray.console.format import make_console
+
+err = make_console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG = {"on": False}
 """Set by ``ostr-ray --debug``: unexpected errors then show their traceback instead of one line."""

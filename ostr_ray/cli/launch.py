@@ -7,10 +7,10 @@ from functools import partial
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from ostr_ray.cli.errors import cli_errors, err
 from ostr_ray.cli.options import ClusterOptions, DataOptions, OutputOptions, StopOptions, with_options
+from ostr_ray.console.format import make_console
 
 
 @cli_errors
@@ -124,7 +124,7 @@ def print_report(report: Any, *, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=1))
         return
-    out = Console()
+    out = make_console()
     out.print(report_table(report))
     for trial, why in report.failures.items():
         err.print(f"failed: {trial}: {why}", highlight=False, markup=False, soft_wrap=True)
@@ -145,7 +145,7 @@ def status(
         typer.echo(json.dumps(found.to_json(), indent=1))
         return
     shown = found.report or found.summary
-    out = Console()
+    out = make_console()
     out.print(
         launch_summary_table(
             shown,

@@ -10,9 +10,9 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from ostr_ray.cli.errors import cli_errors, err, fail
+from ostr_ray.console.format import make_console
 
 FORMATS = ("rich", "markdown", "json")
 
@@ -66,7 +66,7 @@ def _show(evidence: Any, found: dict[str, Any], experiment: Any, fmt: str) -> No
     elif fmt == "markdown":
         typer.echo(evidence.render_markdown(found), nl=False)
     else:
-        out = Console()
+        out = make_console()
         out.print(report_table(experiment.report))
         out.print(evidence.render_rich(found))
 

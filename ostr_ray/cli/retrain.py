@@ -10,6 +10,7 @@ from rich.console import Console
 
 from ostr_ray.cli.errors import cli_errors, fail
 from ostr_ray.cli.options import OutputOptions, RetrainPlacement, RetrainRecipe, RetrainSource, with_options
+from ostr_ray.console.format import make_console
 
 
 @cli_errors
@@ -32,7 +33,7 @@ def retrain(
 
     from ostr_ray import retrain as rt
 
-    out = Console()
+    out = make_console()
 
     def show_size(spec: Any) -> None:
         if not output.json_out:

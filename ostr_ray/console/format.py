@@ -1,8 +1,24 @@
-"""Genotypes and numbers as the terminal shows them: short op names from each space's registry entry."""
+"""Genotypes and numbers as the terminal shows them (short op names from each space's registry entry), and the
+console they are shown on."""
 
 from __future__ import annotations
 
+import os
+
+from rich.console import Console
+
 from searchspaces import SearchSpaceError, get_space, list_spaces
+
+LOG_WIDTH = 100
+"""Columns of output that goes to a file or a pipe (rich would assume 80): the tables are laid out for 100."""
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A rich console; off a terminal, ``LOG_WIDTH`` wide unless ``COLUMNS`` says otherwise."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, width=LOG_WIDTH)
+    return console
 
 
 def compact(text: str, space: str | None = None) -> str:

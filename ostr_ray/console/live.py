@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ostr_ray.console.format import short_genotype
+from ostr_ray.console.format import make_console, short_genotype
 from ostr_ray.core.coordinator import TrialKey
 from ostr_ray.core.events import EpochReport
 
@@ -37,7 +37,7 @@ class LaunchView:
 
     def __init__(self, criterion: str, *, quiet: bool = False, console: Console | None = None) -> None:
         self.criterion = criterion
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console(stderr=True)
         self.quiet = quiet or not self.console.is_terminal
         self.reports: dict[TrialKey, EpochReport] = {}
         self.consensus: dict[str, Any] = {}

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ostr_ray.console.format import first_metric, short_genotype
+from ostr_ray.console.format import first_metric, make_console, short_genotype
 from ostr_ray.core.criteria import baseline_criteria
 from ostr_ray.core.events import EpochReport, SearchResult
 
@@ -40,7 +40,7 @@ class RichSearchProgress:
         quiet: bool = False,
         console: Console | None = None,
     ) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console(stderr=True)
         self.criterion = criterion
         self.quiet = quiet
         self.progress = Progress(
