@@ -55,6 +55,9 @@ def junk(tmp_path) -> dict[str, Path]:
     shape.mkdir()
     (shape / "report.json").write_text(json.dumps({"variants": [1, 2, 3]}))
     (shape / "coordinator.json").write_text(json.dumps(["not", "a", "snapshot"]))
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "report.json").write_text(json.dumps({"outcome": "done", "variants": {}}))
     afile = tmp_path / "afile"
     afile.write_text("x")
     tree = tmp_path / "tree"
@@ -63,7 +66,7 @@ def junk(tmp_path) -> dict[str, Path]:
         folder.mkdir(parents=True, exist_ok=True)
         write_jpeg(torch.full((3, 8, 8), 30 * i, dtype=torch.uint8), str(folder / f"{i}.jpg"))
     (tree / "train" / "c1" / "5.jpg").write_bytes((tree / "train" / "c1" / "5.jpg").read_bytes()[:40])  # truncated
-    return {"binary": binary, "run": run, "cut": cut, "shape": shape, "afile": afile, "tree": tree}
+    return {"binary": binary, "run": run, "cut": cut, "shape": shape, "afile": afile, "tree": tree, "odd": odd}
 
 
 BAD_INPUT = [
@@ -79,6 +82,7 @@ BAD_INPUT = [
     (["status", "{cut}"], "is not valid JSON"),
     (["status", "{shape}"], "coordinator.json is not a JSON object"),
     (["report", "{shape}"], "does not hold a launch summary"),
+    (["status", "{odd}"], "unknown outcome 'done'"),
     (["nb201", "lookup", NB201_CELL, "--table", "{binary}"], "is not a CSV text file"),
     (["retrain", NB201_CELL, "--workers", "0"], "--workers must be >= 1, got 0"),
     (["launch", "--dataset", "imagefolder", "--data-dir", "/no/[/]/[red]x"], "/no/[/]/[red]x does not exist"),

@@ -14,7 +14,6 @@ import inspect
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -152,6 +151,3 @@ class RetrainPlacement:
     name: _str("Run name (a folder under --storage).") = None
     tracking_uri: _str("MLflow tracking URI.") = None
     resume: _str("Continue the retrain in this run dir.") = None
-
-
-PathArg = Annotated[Path, typer.Argument(help="A directory.")]

@@ -29,12 +29,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("OSTR_RAY_CACHE") or Path.home() / ".cache" / "ostr_ray")
 
 
-def cache_file(files: FileList, image_size: int | None) -> Path:
-    """Cache path keyed by the tree, the size, exactly which files were chosen and their newest mtime,
-    so another subset, an added file or an edited one each get their own entry."""
+def files_fingerprint(files: FileList) -> str:
+    """The tree, exactly which files were chosen and their newest mtime: another subset, an added file or an
+    edited one each give another fingerprint."""
     newest = max(p.stat().st_mtime_ns for p in files.paths())
     names = hashlib.sha256(b"\0".join(files.names.tolist())).hexdigest()
-    key = f"{files.root.resolve()}|{image_size}|{len(files)}|{names}|{newest}|v{CACHE_VERSION}"
+    return f"{files.root.resolve()}|{len(files)}|{names}|{newest}"
+
+
+def cache_file(files: FileList, image_size: int | None) -> Path:
+    """Cache path keyed by the files' fingerprint and the size."""
+    key = f"{files_fingerprint(files)}|{image_size}|v{CACHE_VERSION}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache_dir() / "images" / f"{files.root.name}-{image_size or 'orig'}-{digest}.pt"
 

@@ -13,19 +13,12 @@ from pathlib import Path
 
 import torch
 
-from ostr_ray.data.cache import cache_dir
+from ostr_ray.data.cache import cache_dir, files_fingerprint
 from ostr_ray.data.decode import decode_file
 from ostr_ray.data.folders import FileList
 from ostr_ray.data.images import DataError
 
 _CHUNK = 256
-
-
-def files_fingerprint(files: FileList) -> str:
-    newest = max(p.stat().st_mtime_ns for p in files.paths())
-    names = hashlib.sha256(b"\0".join(files.names.tolist())).hexdigest()
-    key = f"{files.root.resolve()}|{len(files)}|{names}|{newest}"
-    return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 class _CheckChunks(torch.utils.data.Dataset):
@@ -48,7 +41,7 @@ class _CheckChunks(torch.utils.data.Dataset):
 def verify_files(files: FileList, workers: int | None = None) -> bool:
     """DataError (one line naming the file) unless every file decodes; True when it checked, False when a
     previous check of the same files is on record."""
-    marker = cache_dir() / "verified" / files_fingerprint(files)
+    marker = cache_dir() / "verified" / hashlib.sha256(files_fingerprint(files).encode()).hexdigest()[:24]
     if marker.is_file():
         return False
     workers = min(8, os.cpu_count() or 1) if workers is None else workers

@@ -103,7 +103,7 @@ class LaunchSpec:
         return dataclasses.replace(self, storage=root, name=name)
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "launch.json") -> LaunchSpec:
+    def from_json(cls, data: Any, where: str = "a launch spec") -> LaunchSpec:
         data = _check_version(data, "launch-spec", where)
         known = {f.name for f in dataclasses.fields(cls)}
         try:
@@ -133,7 +133,7 @@ class MlflowRunMap:
         return {**_header("mlflow-runs"), **dataclasses.asdict(self)}
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "mlflow_runs.json") -> MlflowRunMap:
+    def from_json(cls, data: Any, where: str = "an MLflow run map") -> MlflowRunMap:
         data = _check_version(data, "mlflow-runs", where)
         children = data.get("children") or data.get("trial_run_ids") or {}  # the report's name in release 0.1
         uri = data.get("tracking_uri")
@@ -154,7 +154,7 @@ class CoordinatorSnapshot(LaunchSummary):
         return {**_header("coordinator-snapshot"), **self.summary_json(), "updated_at": self.updated_at}
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "coordinator.json") -> CoordinatorSnapshot:
+    def from_json(cls, data: Any, where: str = "a coordinator snapshot") -> CoordinatorSnapshot:
         data = _check_version(data, "coordinator-snapshot", where)
         return cls(**_summary_values(data, where), updated_at=data.get("updated_at"))
 
@@ -205,8 +205,10 @@ class LaunchReport(LaunchSummary):
         }
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "report.json") -> LaunchReport:
+    def from_json(cls, data: Any, where: str = "a launch report") -> LaunchReport:
         data = _check_version(data, "launch-report", where)
+        if data.get("outcome", "finished") not in OUTCOMES:
+            raise RecordError(f"{where}: unknown outcome {data['outcome']!r}; one of {', '.join(OUTCOMES)}")
         launch = data.get("launch")
         return cls(
             **_summary_values(data, where),
@@ -249,7 +251,7 @@ class DriverRecord:
         return {**_header("driver"), **dataclasses.asdict(self)}
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "driver.json") -> DriverRecord:
+    def from_json(cls, data: Any, where: str = "a driver record") -> DriverRecord:
         data = _check_version(data, "driver", where)
         try:
             return cls(
@@ -278,7 +280,7 @@ class SearchRecord:
         return {**_header("search"), "config": self.config, **self.result.to_json()}
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "report.json") -> SearchRecord:
+    def from_json(cls, data: Any, where: str = "a search record") -> SearchRecord:
         data = _check_version(data, "search", where)
         try:
             result = SearchResult(

@@ -9,7 +9,6 @@ number, and each trial fits the node's memory (and reserves it, so Ray never pac
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -103,12 +102,6 @@ def check_trials(spec: LaunchSpec) -> None:
             f"{len(spec.seeds)} seeds x {len(spec.variants)} variants = {trials} trials; at most {MAX_TRIALS} "
             "per launch (split it into several launches)"
         )
-
-
-def trials_side_by_side(spec: LaunchSpec, cpus: int | None = None) -> int:
-    """How many trials a node of this one's size runs at once (CPU trials; GPU trials are bounded by GPUs)."""
-    cpus = cpus or os.cpu_count() or 1
-    return max(1, min(len(spec.seeds) * len(spec.variants), int(cpus // max(spec.cpus_per_trial, 1e-9))))
 
 
 def check_memory(spec: LaunchSpec, *, local: bool) -> None:

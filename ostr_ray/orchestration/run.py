@@ -231,14 +231,15 @@ def _report(
         for s, info in data.seeds.items()
         if info.status == "failed"
     }
+    state = outcome(summary, interrupted_by, failures)
     report = LaunchReport(
         **vars(summary),
         name=spec.name,
-        outcome=outcome(summary, interrupted_by, failures),
+        outcome=state,
         interrupted_by=signal.Signals(interrupted_by).name if interrupted_by else None,
         failures=failures,
         experiment_path=spec.experiment_path,
-        stop_reason=_stop_reason(spec, coordinator, interrupted_by, failures, summary),
+        stop_reason=_stop_reason(spec, coordinator, state, interrupted_by, failures),
         launch=spec,
         search_cost_trial_hours=_trial_hours(results) if results is not None else 0.0,
         wall_seconds_this_run=seconds,
@@ -258,9 +259,8 @@ def outcome(summary: Any, interrupted_by: int | None, failures: dict[str, str]) 
 
 
 def _stop_reason(
-    spec: LaunchSpec, coordinator: Coordinator, interrupted_by: int | None, failures: dict, summary: Any
+    spec: LaunchSpec, coordinator: Coordinator, state: str, interrupted_by: int | None, failures: dict
 ) -> str:
-    state = outcome(summary, interrupted_by, failures)
     if state == "interrupted":
         how = signal.Signals(interrupted_by).name if interrupted_by else "the driver stopped early"
         return f"interrupted ({how}); continue with: ostr-ray launch --resume {spec.experiment_path}"
