@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -103,29 +104,23 @@ def make_report(epoch, seed, genotypes, scores, *, space="nb201", betas=None, **
     return EpochReport(**values)
 
 
-def tiny_spec(tmp_path, name, seeds="3", tracking_uri=None, **extra):
-    """A launch spec of the demo preset shrunk to seconds (``tiny_overrides``), stored under ``tmp_path``."""
-    from ostr_ray.orchestration.spec import LaunchOptions, build_spec
+def as_set(values):
+    """A settings mapping as ``--set key=value`` texts (JSON values are YAML), as a user would give it."""
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
 
-    options = dict(
-        cpus_per_trial=1,
-        gpus_per_trial=0,
-        max_failures=2,
-        criterion=None,
-        patience=None,
-        agreement=0.8,
-        seed_stop=True,
-        experiment_stop=True,
-    )
-    options.update({k: extra.pop(k) for k in list(extra) if k in options})
-    return build_spec(
-        LaunchOptions(
-            preset="demo",
-            seeds=seeds,
-            storage=str(tmp_path),
-            name=name,
-            overrides=tiny_overrides(**extra),
-            tracking_uri=tracking_uri,
-            **options,
-        )
-    )
+
+def tiny_spec(tmp_path, name, seeds="3", tracking_uri=None, **extra):
+    """A launch spec of the demo preset shrunk to seconds (``tiny_overrides``), stored under ``tmp_path``.
+
+    ``extra`` names launch settings (``patience``, ``max_failures``...) or search settings over the tiny ones."""
+    import dataclasses
+
+    from ostr_ray.orchestration.spec import ClusterOptions, DataOptions, LaunchOptions, StopOptions, build_spec
+
+    def take(group):
+        return {k: extra.pop(k) for k in [f.name for f in dataclasses.fields(group)] if k in extra}
+
+    stop = StopOptions(**take(StopOptions))
+    cluster = ClusterOptions(storage=str(tmp_path), name=name, tracking_uri=tracking_uri, **take(ClusterOptions))
+    data = DataOptions(set_=as_set(tiny_overrides(**extra)))
+    return build_spec(LaunchOptions(preset="demo", seeds=seeds, data=data, stop=stop, cluster=cluster))

@@ -75,3 +75,15 @@ def test_bench_graph_counts_saved_bytes_and_nodes(tmp_path):
     rows = json.loads(out.read_text())
     assert [r["preset"] for r in rows] == ["darts-cifar10", "pcdarts-cifar10"]
     assert all(r["saved_mib"] > 0 and r["autograd_nodes"] > 100 and r["batch_size"] == 2 for r in rows)
+
+
+def test_bench_driver_replays_reports_through_the_driver_path(tmp_path):
+    out = tmp_path / "driver.json"
+    stdout = _run("benchmarks/bench_driver.py", "--trials", "4", "--epochs", "2", "--space", "nb201",
+                  "--json", str(out))  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["reports"] == 8 and result["epochs_summarised"] == 2
+    assert 0 < result["median_ms"] <= result["p99_ms"] <= result["worst_ms"]
+    assert result["state_bytes"] > 0 and result["recorder_errors"] == 0
+    assert 0 < result["mlflow_calls_per_report"] < 50
+    assert "median" in stdout and "MLflow:" in stdout and "machine:" in stdout

@@ -1,23 +1,25 @@
-"""The `search` and `nb201` commands: a real run, resume, and one-line errors with exit status 2."""
+"""The `search` and `nb201` commands: a real run, resume, and one-line errors with exit status 2; and how every
+command's flags arrive: as the settings objects the layers below declare, filled in and handed on whole."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
 
 from ostr_ray.cli import app
-from tests.conftest import tiny_overrides
+from ostr_ray.cli import launch as launch_command
+from ostr_ray.orchestration.spec import ClusterOptions, DataOptions, LaunchError, LaunchOptions, StopOptions
+from tests.conftest import REPO, as_set, tiny_overrides
 
 runner = CliRunner()
 
 
 def _sets(**extra) -> list[str]:
-    args = []
-    for key, value in tiny_overrides(**extra).items():
-        args += ["--set", f"{key}={json.dumps(value)}"]
-    return args
+    return [arg for text in as_set(tiny_overrides(**extra)) for arg in ("--set", text)]
 
 
 def test_search_writes_checkpoint_and_report_then_resumes(tmp_path):
@@ -61,3 +63,35 @@ def test_nb201_lookup(nb201_csv):
     assert json.loads(result.output)["cifar10_test"] == pytest.approx(94.3633)
     bad = runner.invoke(app, ["nb201", "lookup", "|conv~0|", "--table", str(nb201_csv)])
     assert bad.exit_code == 2
+
+
+def test_launch_hands_its_flags_to_the_spec_builder_as_one_settings_object(monkeypatch):
+    seen = []
+
+    def build_spec(options):
+        seen.append(options)
+        raise LaunchError("stopped before Ray")
+
+    monkeypatch.setattr(launch_command, "build_spec", build_spec)
+    args = ["--seeds", "3,7", "--dataset", "digits", "--set", "epochs=2", "--patience", "0", "--no-seed-stop"]
+    result = runner.invoke(app, ["launch", *args, "--cpus-per-trial", "2", "--name", "x", "--address", "auto"])
+    assert result.exit_code == 2 and "stopped before Ray" in result.output, result.output
+    assert seen == [
+        LaunchOptions(
+            seeds="3,7",
+            data=DataOptions(dataset="digits", set_=["epochs=2"]),
+            stop=StopOptions(patience=0, seed_stop=False),
+            cluster=ClusterOptions(address="auto", name="x", cpus_per_trial=2.0),
+        )
+    ]
+
+
+def test_the_command_line_starts_without_mlflow_or_ray():
+    """Each start builds every command's options from the settings classes (retrain's among them): that must
+    not import MLflow or Ray, so `--help` and the one-line input errors stay fast."""
+    code = (
+        "import sys, typer.main; from ostr_ray.cli import app; typer.main.get_command(app); "
+        "print(sorted(m for m in ('mlflow', 'ray') if m in sys.modules))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]", found.stderr

@@ -443,3 +443,43 @@ def test_darts_consensus_decodes_to_a_valid_genotype():
     assert stats.agreement == pytest.approx(4 / 7)
     assert stats.consensus_genotype == stats.modal_genotype  # 4 votes on each of its edges beat <= 3
     assert -1.0 <= stats.mean_kendall_tau <= 1.0
+
+
+# ------------------------------------------------------------------------------------------- scale
+
+
+def test_compact_state_with_a_disk_journal_resumes_identically_and_keeps_o_seeds(tmp_path):
+    from ostr_ray.core.journal import DiskJournal
+
+    events = _events()
+    straight = Coordinator(patience=2, agreement=0.5)
+    emitted_straight = [s.to_json() for e in events for s in _apply(straight, e)]
+    half = len(events) // 2
+    first = Coordinator(patience=2, agreement=0.5)
+    first.use_journal(DiskJournal(tmp_path / "journal"))
+    emitted = [s.to_json() for e in events[:half] for s in _apply(first, e)]
+    compact = json.loads(json.dumps(first.compact_state()))
+    assert all(len(t["reports"]) <= 2 for t in compact["trials"])  # newest summarised + pending, not every epoch
+    resumed = Coordinator(patience=2, agreement=0.5)
+    resumed.use_journal(DiskJournal(tmp_path / "journal"), keep=True)
+    resumed.load_state_dict(compact)
+    emitted += [s.to_json() for e in events[half:] for s in _apply(resumed, e)]
+    assert emitted == emitted_straight
+    assert resumed.summary() == straight.summary()
+    assert [s.to_json() for s in resumed.history(V)] == [s.to_json() for s in straight.history(V)]
+    for key in straight.trial_keys():
+        assert [r.to_json() for r in resumed.trial_reports(key)] == [r.to_json() for r in straight.trial_reports(key)]
+    full = resumed.state_dict()  # history.json: the journal's whole content, read back by from_state
+    assert Coordinator.from_state(json.loads(json.dumps(full))).summary().variants == straight.summary().variants
+
+
+def test_mean_kendall_tau_equals_the_pairwise_mean_with_ties():
+    from itertools import combinations
+
+    from ostr_ray.core.consensus import mean_kendall_tau
+
+    rng = np.random.default_rng(3)
+    strengths = [{"normal": rng.integers(0, 3, size=(6, 5)).astype(float)} for _ in range(7)]
+    strengths[0]["normal"][2] = 1.0  # a constant row has no tau
+    taus = np.concatenate([kendall_tau_b(a["normal"], b["normal"]) for a, b in combinations(strengths, 2)])
+    assert mean_kendall_tau(strengths) == pytest.approx(float(np.nanmean(taus)))

@@ -378,6 +378,42 @@ def test_supernet_rejects_bad_weights(supernet):
         DartsSupernet(C=4, layers=3, multiplier=5)
 
 
+def bf16_search_step(net: nn.Module, size: int = 16) -> tuple[torch.Tensor, torch.Tensor, DartsGenotype]:
+    """One first-order search step with the forwards under CPU bf16 autocast (what ``amp: bf16`` does on a GPU):
+    the architecture step on a validation batch, then the weight step on a training batch. Returns both
+    losses and the genotype the step's operation strength (|dL/d alpha|) selects. Built on the supernet alone,
+    so it holds whatever shape the search loop takes."""
+    net.train()
+    alpha_opt = torch.optim.Adam(net.arch_parameters(), lr=3e-4, betas=(0.5, 0.999))
+    weight_opt = torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9)
+    x_val, x_train = tiny_input(size), tiny_input(size).flip(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = net(x_val)
+    assert logits.dtype == torch.bfloat16  # the ops really ran in bf16
+    val_loss = nn.functional.cross_entropy(logits.float(), torch.tensor([1, 7]))
+    net.zero_grad()
+    val_loss.backward()
+    strength = {cell: alpha.grad.detach().abs() for cell, alpha in net.alphas.items()}
+    assert all(torch.isfinite(g).all() and g.sum() > 0 for g in strength.values())
+    alpha_opt.step()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        train_loss = nn.functional.cross_entropy(net(x_train).float(), torch.tensor([3, 4]))
+    net.zero_grad()
+    train_loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.weight_parameters())
+    weight_opt.step()
+    edge_weights = {cell: w.detach() for cell, w in net.edge_weights().items()} or None
+    return val_loss.detach(), train_loss.detach(), decode(strength, edge_weights)
+
+
+def test_one_search_step_under_bf16_autocast():
+    """The mixed ops return bf16 under autocast while the mixing weights stay fp32 (this crashed: f288f2c)."""
+    torch.manual_seed(0)
+    val_loss, train_loss, genotype = bf16_search_step(DartsSupernet(C=4, layers=3))
+    assert torch.isfinite(val_loss) and torch.isfinite(train_loss)
+    assert isinstance(genotype, DartsGenotype) and parse_genotype(genotype.to_str()) == genotype
+
+
 def test_search_network_size():
     net = DartsSupernet()  # paper setting: C=16, 8 cells
     assert sum(p.numel() for p in net.weight_parameters()) == 1_930_618  # DARTS' search log: 1.93MB
@@ -419,6 +455,19 @@ def hand_small_size(stem: str, classes: int, k: int = 1) -> int:
     return hand_stem(24, stem) + sum(hand_cell(C, r, k) for C, r in cells) + sum(preprocess) + 128 * classes + classes
 
 
+def hand_darts_search_size(C: int, layers: int, stem: str, classes: int, k: int = 1) -> int:
+    """Any search network of the design: stem 3C; reductions at layers // 3 and 2 * layers // 3, each doubling
+    the cell width; a cell's preprocessing maps its two inputs to C_cell, its output is 4 * C_cell."""
+    C_pp = C_p = 3 * C
+    size, width = hand_stem(3 * C, stem), C
+    for i in range(layers):
+        reduce = i in (layers // 3, 2 * layers // 3)
+        width *= 2 if reduce else 1
+        size += hand_cell(width, reduce, k) + (C_pp + C_p) * width
+        C_pp, C_p = C_p, 4 * width
+    return size + C_p * classes + classes
+
+
 def weight_count(net: nn.Module) -> int:
     return sum(p.numel() for p in net.weight_parameters())
 
@@ -433,6 +482,13 @@ def test_search_network_sizes_match_the_hand_derivation():
     assert weight_count(DartsSupernet(num_classes=1000, stem="imagenet")) == 2_215_648
     for stem in ("cifar", "imagenet"):
         assert weight_count(DartsSupernet(C=8, layers=3, num_classes=7, stem=stem)) == hand_small_size(stem, 7)
+        # the general form (what tests/test_presets.py checks every preset against) gives both written-out sizes
+        for k in (1, 2, 4):
+            assert hand_darts_search_size(16, 8, stem, 10, k) == hand_preset_size(stem, 10, k)
+            assert hand_darts_search_size(8, 3, stem, 7, k) == hand_small_size(stem, 7, k)
+        assert weight_count(DartsSupernet(C=8, layers=5, num_classes=3, stem=stem)) == hand_darts_search_size(
+            8, 5, stem, 3
+        )
 
 
 def test_darts_imagenet_preset_builds_the_hand_derived_network():

@@ -418,6 +418,26 @@ def test_cache_key_holds_the_chosen_files(tmp_path: Path) -> None:
     assert len(files) == 18 and files.take(torch.tensor([5])).path(0) == tmp_path / "tree" / "c0" / "5.jpg"
 
 
+def test_a_tree_subset_is_one_draw_by_size_or_by_fraction(tmp_path: Path) -> None:
+    tree = _write_jpeg_tree(tmp_path / "tree")
+    files = D.scan_split(tree, train=True)
+    by_fraction = D.folder_files(tree, train=True, seed=2, fraction=0.5)
+    assert D.subset_count(len(files), 0.5) == 9 and by_fraction.paths() == D.subset(files, 9, seed=2).paths()
+    assert D.folder_files(tree, train=True, seed=2, size=9).paths() == by_fraction.paths()
+    assert D.folder_files(tree, train=True, seed=2, size=100).paths() == files.paths()  # all of it: no draw
+    assert D.folder_files(tree, train=True, seed=2, fraction=1.0).paths() == files.paths()
+
+
+def test_image_cache_paths_differ_by_key_and_share_one_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ostr_ray.data.cache import image_cache_path
+
+    monkeypatch.setenv("OSTR_RAY_CACHE", str(tmp_path))
+    train = image_cache_path("digits-train", "digits", True, 8)
+    test = image_cache_path("digits-test", "digits", False, 8)
+    assert train.parent == test.parent == tmp_path / "images" and train.name.startswith("digits-train-")
+    assert train != image_cache_path("digits-train", "digits", True, 16) and train.suffix == ".pt"
+
+
 # ------------------------------------------------------------------------------------------ errors
 
 

@@ -19,8 +19,9 @@ import pytest
 from scipy.stats import spearmanr
 
 from ostr_ray import evidence as ev
+from ostr_ray.core.consensus import modal_genotype
 from ostr_ray.experiment import LaunchDir, LaunchReport, LaunchSpec, MlflowRunMap
-from ostr_ray.experiment.layout import REPORT
+from ostr_ray.experiment.layout import EVIDENCE_FIGURES, EVIDENCE_JSON, EVIDENCE_MARKDOWN, REPORT
 from searchspaces.darts_genotype import DARTS_V1, DARTS_V2, PC_DARTS
 from searchspaces.nb201_genotype import NB201Genotype
 from tests.conftest import make_report
@@ -248,7 +249,7 @@ def test_mean_std_modal_pair_agreement():
     m, s = ev.mean_std([98, 98, 96, None, math.nan])
     assert m == pytest.approx(292 / 3) and s == pytest.approx(math.sqrt(8 / 9))
     assert all(math.isnan(v) for v in ev.mean_std([]))
-    assert ev.modal(["b", "a", "b", "a"]) == ("a", 0.5)
+    assert modal_genotype(["b", "a", "b", "a"]) == ("a", 0.5)
     assert ev.pair_agreement(["x", "x", "y"]) == pytest.approx(1 / 3)
     assert math.isnan(ev.pair_agreement(["x"]))
 
@@ -394,8 +395,8 @@ def test_markdown_rendering_contains_the_expected_rows(nb201_evidence):
 def test_figures_written_as_png_with_markdown_and_json(nb201_evidence, nb201_dir):
     written = ev.write_outputs(nb201_evidence)
     names = {p.rsplit("/", 1)[-1] for p in written}
-    assert set(ev.FIGURE_FILES.values()) | {"evidence.md", "evidence.json"} <= names
-    for name in ev.FIGURE_FILES.values():
+    assert set(EVIDENCE_FIGURES.values()) | {EVIDENCE_MARKDOWN, EVIDENCE_JSON} <= names
+    for name in EVIDENCE_FIGURES.values():
         data = (nb201_dir / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 2000
     assert "![evidence_spearman](evidence_spearman.png)" in (nb201_dir / "evidence.md").read_text()

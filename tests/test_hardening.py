@@ -247,30 +247,53 @@ def _wait_for_epoch(path: Path, epoch: int, process, timeout: float = 240) -> No
             continue
         if len(history) >= epoch:
             return
-    pytest.fail(f"the launch never reached epoch {epoch}")
+    ended = "" if process.poll() is None else f" (it exited {process.returncode}: {process.stderr.read()[-2000:]})"
+    pytest.fail(f"the launch never reached epoch {epoch}{ended}")
 
 
 EPOCHS = 40
 """Long enough (a few seconds an epoch here) that the launch is still running when the test interrupts it."""
 
 
+def _to_the_terminal(pid: int, signum: int) -> None:
+    os.killpg(pid, signum)  # what a terminal's Ctrl-C does: the driver's whole process group
+
+
+def _to_the_driver(pid: int, signum: int) -> None:
+    os.kill(pid, signum)  # what `kill PID`, a scheduler or a service manager's stop does
+
+
 @pytest.mark.slow
-def test_ctrl_c_exits_130_with_an_interrupted_report_and_resume_finishes_as_undisturbed(tmp_path):
+@pytest.mark.parametrize(
+    "signum,send,code,resume",
+    [(signal.SIGINT, _to_the_terminal, 130, True), (signal.SIGTERM, _to_the_driver, 143, False)],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_an_interrupted_launch_exits_128_plus_the_signal_and_resume_finishes_as_undisturbed(
+    tmp_path, signum, send, code, resume
+):
+    from mlflow import MlflowClient
+
     from ostr_ray.core.config import build_config
     from ostr_ray.core.search import Searcher
 
-    driver = _launch(tmp_path, "ctrlc", "--seeds", "2", epochs=EPOCHS, patience=0)
-    _wait_for_epoch(tmp_path / "ctrlc", 2, driver)
-    second = _launch(tmp_path, "ctrlc", "--seeds", "2", epochs=EPOCHS, patience=0)  # a second driver, same name
+    name = signum.name.lower()
+    driver = _launch(tmp_path, name, "--seeds", "2", epochs=EPOCHS, patience=0)
+    _wait_for_epoch(tmp_path / name, 2, driver)
+    second = _launch(tmp_path, name, "--seeds", "2", epochs=EPOCHS, patience=0)  # a second driver, same name
     assert second.wait(timeout=120) == 2 and "being driven right now" in second.stderr.read()
-    os.killpg(driver.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-    assert driver.wait(timeout=180) == 130
-    report = LaunchDir(tmp_path / "ctrlc").read_report()
-    assert report.outcome == "interrupted" and report.interrupted_by == "SIGINT"
-    assert f"--resume {tmp_path / 'ctrlc'}" in report.stop_reason
-    assert launch_status(str(tmp_path / "ctrlc")).state == "interrupted"
+    send(driver.pid, signum)
+    assert driver.wait(timeout=180) == code, driver.stderr.read()[-2000:]
+    report = LaunchDir(tmp_path / name).read_report()
+    assert report.outcome == "interrupted" and report.interrupted_by == signum.name
+    assert f"--resume {tmp_path / name}" in report.stop_reason
+    assert launch_status(str(tmp_path / name)).state == "interrupted"
+    parent = MlflowClient(tracking_uri=report.mlflow.tracking_uri).get_run(report.mlflow.parent_run_id)
+    assert parent.info.status == "KILLED"
+    if not resume:
+        return  # the resume reads what Tune saved on its graceful stop, whichever signal asked for it: once is enough
     done = subprocess.run(
-        [sys.executable, "-m", "ostr_ray.cli", "launch", "--resume", str(tmp_path / "ctrlc"), "--quiet", "--json"],
+        [sys.executable, "-m", "ostr_ray.cli", "launch", "--resume", str(tmp_path / name), "--quiet", "--json"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -100,6 +100,22 @@ def test_a_diverging_seed_fails_alone(tmp_path, local_ray):
     failed = report.variants["diverging"].seeds[0]
     assert failed.status == "failed" and "non-finite" in failed.reason
     assert report.variants["healthy"].seeds[0].status == "finished"
+    # some trials failed: outcome `partial`, exit status 3, MLflow parent run FINISHED, one line per failed seed
+    from mlflow import MlflowClient
+
+    from ostr_ray.cli.launch import exit_code
+    from ostr_ray.orchestration.status import launch_status
+
+    assert report.outcome == "partial" and list(report.failures) == ["diverging/0"]
+    assert "non-finite" in report.failures["diverging/0"] and "\n" not in report.failures["diverging/0"]
+    assert report.stop_reason.endswith("; 1 trial(s) failed")
+    assert exit_code(report) == 3
+    assert LaunchDir(spec.experiment_path).read_report().outcome == "partial"
+    assert launch_status(spec.experiment_path).state == "partial"
+    client = MlflowClient(tracking_uri=report.mlflow.tracking_uri)
+    assert client.get_run(report.mlflow.parent_run_id).info.status == "FINISHED"
+    children = {key: client.get_run(run).info.status for key, run in report.mlflow.children.items()}
+    assert children == {"diverging/0": "FAILED", "healthy/0": "FINISHED"}
 
 
 def _cli(*args, **kw):

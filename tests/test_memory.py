@@ -8,7 +8,9 @@ import torch
 from ostr_ray.core.config import ConfigError, build_config
 from ostr_ray.core.memory import (
     HEADROOM,
+    DeviceMemoryError,
     available_memory,
+    check_device_memory,
     check_search_memory,
     estimate_search_memory,
 )
@@ -90,3 +92,32 @@ def test_second_order_needs_more_state():
     first = estimate_search_memory(build_config(None, tiny_overrides(device="cpu")))
     second = estimate_search_memory(build_config(None, tiny_overrides(device="cpu", order="second")))
     assert second.state_bytes > first.state_bytes and second.activation_bytes == first.activation_bytes
+
+
+def test_the_trials_own_device_is_checked_against_its_capacity():
+    """The GPU trial's side of the guard, on CPU with an injected capacity: the estimate is made on the device
+    named (not the configured one), fits at exactly its size and is refused one byte under, in one line that
+    names the estimate, the device, its capacity and the settings to change."""
+    config = build_config(None, tiny_overrides(device="auto", space_kwargs={"C": 4, "N": 1}))
+    estimate = check_device_memory(config, "cpu", capacity_bytes=10**12)
+    assert estimate == estimate_search_memory(config, device=torch.device("cpu")) and estimate.device == "cpu"
+    assert check_device_memory(config, torch.device("cpu"), capacity_bytes=estimate.total_bytes) == estimate
+    with pytest.raises(DeviceMemoryError) as err:
+        check_device_memory(config, "cpu", capacity_bytes=estimate.total_bytes - 1)
+    message = str(err.value)
+    assert "\n" not in message and isinstance(err.value, ConfigError)
+    assert message.startswith(f"the search needs ~{estimate.total_bytes / GB:.1f} GB on cpu (batch 16, 8x8), ")
+    assert f"which has {(estimate.total_bytes - 1) / GB:.1f} GB; " in message
+    assert message.endswith("lower batch_size (now 16) or shrink space_kwargs (now {C: 4, N: 1})")
+
+
+def test_a_seed_group_needs_one_supernet_per_seed_and_cuda_is_told_about_bf16():
+    config = build_config("pcdarts-imagenet", {"data_dir": "/imagenet", "device": "cpu"})
+    one = estimate_search_memory(config)
+    check_device_memory(config, "cpu", capacity_bytes=3 * one.total_bytes, seeds=3)
+    with pytest.raises(DeviceMemoryError, match=r"^the search needs ~\d+\.\d GB for 3 seeds on cpu \(batch 1024,"):
+        check_device_memory(config, "cpu", capacity_bytes=3 * one.total_bytes - 1, seeds=3)
+    from ostr_ray.core.memory import _remedies
+
+    assert _remedies(config, torch.device("cuda")).endswith(" or set amp=bf16")
+    assert "amp" not in _remedies(build_config(None, tiny_overrides(amp="bf16")), torch.device("cuda"))

@@ -252,6 +252,25 @@ def test_tiny_network_handles_cells_with_zero_nodes() -> None:
         build_eval_network(BEST_CIFAR10, auxiliary=True)
 
 
+def hand_nb201_search_size(C: int, N: int, classes: int) -> int:
+    """NB201's search network (TinyNetworkDARTS), derived by hand. Stem: conv3x3 3 -> C and an affine BN (2 per
+    channel). A search cell on c channels: 6 edges of nor_conv_1x1 (c^2) + nor_conv_3x3 (9c^2); their BNs have no
+    affine parameters, and their conv biases are left out (a batch-statistics BN cancels them); N cells each at
+    C, 2C, 4C: 60 N (1 + 4 + 16) C^2. A ResNet reduction c -> 2c: conv3x3/2 (18c^2) and conv3x3 (36c^2), each with
+    an affine BN (4c), plus a 1x1 shortcut (2c^2): 56c^2 + 8c, at c = C and 2C. Head: BN(4C) + Linear(4C)."""
+    stem = 27 * C + 2 * C
+    cells = 60 * N * 21 * C * C
+    reductions = (56 * C * C + 8 * C) + (56 * 4 * C * C + 16 * C)
+    return stem + cells + reductions + 2 * 4 * C + 4 * C * classes + classes
+
+
+def test_search_network_size_matches_the_hand_derivation() -> None:
+    assert hand_nb201_search_size(16, 5, 10) == 432 + 32 + 1_612_800 + 71_680 + 384 + 128 + 650 == 1_686_106
+    for C, N, classes in ((16, 5, 10), (8, 5, 10), (8, 1, 10), (4, 1, 7)):
+        net = get_space("nb201").build_supernet(C=C, N=N, num_classes=classes)
+        assert sum(p.numel() for p in net.weight_parameters()) == hand_nb201_search_size(C, N, classes)
+
+
 def _count(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 

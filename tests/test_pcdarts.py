@@ -11,7 +11,7 @@ from searchspaces.base import SearchSpaceError, get_space
 from searchspaces.darts_eval import build_eval_network, count_parameters
 from searchspaces.darts_genotype import PC_DARTS, PRIMITIVES, decode, node_rows, parse_genotype
 from searchspaces.pcdarts import PartialMixedOp, PCDartsSupernet, channel_shuffle, per_node_softmax
-from tests.test_darts import hand_preset_size, hand_small_size, weight_count
+from tests.test_darts import bf16_search_step, hand_preset_size, hand_small_size, weight_count
 
 
 def tiny_input(size: int = 16, batch: int = 2) -> torch.Tensor:
@@ -80,6 +80,16 @@ def test_imagenet_supernet_shapes_and_forward_backward_at_224():
     nn.functional.cross_entropy(logits, torch.tensor([0, 999])).backward()
     assert not [n for n, p in net.named_parameters() if p.grad is None]
     assert all(a.grad.abs().sum() > 0 for a in net.arch_parameters())
+
+
+@pytest.mark.parametrize("k", [4, 2])
+def test_one_search_step_under_bf16_autocast(k):
+    """Partial channels under autocast: the ops' bf16 output is mixed by fp32 weights, then concatenated with
+    the bypassed channels (this crashed: f288f2c); the genotype is decoded with the edge weights."""
+    torch.manual_seed(0)
+    val_loss, train_loss, genotype = bf16_search_step(PCDartsSupernet(C=8, layers=3, partial_k=k))
+    assert torch.isfinite(val_loss) and torch.isfinite(train_loss)
+    assert parse_genotype(genotype.to_str()) == genotype
 
 
 def test_channel_shuffle_is_a_permutation():

@@ -1,7 +1,9 @@
 """Every search preset and retraining protocol in ``launch/`` can start: its exact network is built and trained
 for a step or two on generated data at its own resolution (CPU, batch 2). Parametrised over the YAML files found,
 so a new preset or protocol is covered without touching this file; one that cannot start fails here, not on a
-user's cluster."""
+user's cluster. Each network's size is tied to a count derived by hand or published: a preset's search network to
+the derivation for its space, size, stem and K; a protocol's network of a published cell to that cell's size (a
+new protocol adds its size here)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,11 @@ from ostr_ray.core.search_data import SearchData
 from ostr_ray.data import AugmentSpec, BatchStream, ImageData, get_source
 from ostr_ray.retrain.protocols import build_retrain_config, list_protocols
 from searchspaces import get_space
+from searchspaces.darts_eval import count_parameters
+from searchspaces.darts_genotype import DARTS_V2
+from searchspaces.nb201_genotype import NB201Genotype
+from tests.test_darts import hand_darts_search_size
+from tests.test_nb201 import BEST_CIFAR10, hand_nb201_search_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,18 +63,38 @@ def preset_search(name: str) -> tuple[Searcher, int]:
     return Searcher(config, data=SearchData(train, val, classes, 3)), resolution
 
 
+README_SEARCH_SIZES = {
+    "darts-cifar10": 1_930_618,
+    "darts-imagenet": 2_215_648,
+    "pcdarts-cifar10": 299_578,
+    "pcdarts-imagenet": 956_512,
+}
+"""The search-network sizes the README states for the paper presets."""
+
+
+def hand_search_size(space: str, kwargs: dict, classes: int) -> int:
+    """The search network's size derived by hand (tests/test_darts.py, tests/test_nb201.py) for the space, its
+    size, stem and K; the defaults are each supernet's (the papers' C=16, 8 cells, K=4; NB201 C=16, N=5)."""
+    if space == "nb201":
+        return hand_nb201_search_size(kwargs.get("C", 16), kwargs.get("N", 5), classes)
+    if space in ("darts", "pcdarts"):
+        k = kwargs.get("partial_k", 4) if space == "pcdarts" else 1
+        return hand_darts_search_size(
+            kwargs.get("C", 16), kwargs.get("layers", 8), kwargs.get("stem", "cifar"), classes, k
+        )
+    raise AssertionError(f"no hand-derived search-network size for space {space!r}: add one for its presets")
+
+
 # The heaviest, darts-cifar10 (C=16, 8 full-channel cells at 32x32) and darts-imagenet, take ~5 s each on one
 # CPU thread: none needs the slow mark.
 @pytest.mark.parametrize("name", list_presets())
 def test_preset_builds_its_supernet_and_takes_two_search_steps(name):
     searcher, resolution = preset_search(name)
-    values = load_preset(name)  # the YAML as written: the network must be exactly its space_kwargs'
-    exact = get_space(values["space"]).build_supernet(
-        num_classes=searcher.data.num_classes, **values.get("space_kwargs", {})
-    )
-    assert [(n, p.shape) for n, p in searcher.model.named_parameters()] == [
-        (n, p.shape) for n, p in exact.named_parameters()
-    ]
+    values = load_preset(name)  # the YAML as written: the network must be the one derived by hand for it
+    size = sum(p.numel() for p in searcher.model.weight_parameters())
+    assert size == hand_search_size(values["space"], values.get("space_kwargs", {}), searcher.data.num_classes)
+    if name in README_SEARCH_SIZES:
+        assert size == README_SEARCH_SIZES[name]
     before = {n: p.detach().clone() for n, p in searcher.model.named_parameters()}
     batches = zip(searcher.data.train.epoch(0), searcher.data.val.epoch(0))
     for step, (train_batch, val_batch) in enumerate(batches):
@@ -86,6 +113,12 @@ def _random_genotype(space_name: str):
     return space.decode({cell: torch.rand(space.alpha_shape, generator=g) for cell in space.cell_types})
 
 
+PUBLISHED_CELLS = {"nb201": NB201Genotype.from_string(BEST_CIFAR10), "darts": DARTS_V2, "pcdarts": DARTS_V2}
+PROTOCOL_SIZES = {"nb201": 1_288_506, "darts-cifar": 3_349_342, "darts-imagenet": 4_718_752}
+"""Parameters without the auxiliary head: NB201's best CIFAR-10 cell at C=16, N=5 (NB201: 1.29 MB); DARTS_V2 in
+NetworkCIFAR C=36, 20 cells (DARTS: 3.3M) and NetworkImageNet C=48, 14 cells (DARTS: 4.7M)."""
+
+
 @pytest.mark.parametrize("name", list_protocols())
 def test_protocol_builds_its_eval_network_and_takes_one_training_step(name):
     from ostr_ray.retrain.network import build_network
@@ -95,6 +128,10 @@ def test_protocol_builds_its_eval_network_and_takes_one_training_step(name):
     resolution = config.image_size or 32
     classes = 1000 if config.network_kind == "imagenet" else 10
     torch.manual_seed(0)
+    assert name in PROTOCOL_SIZES, f"protocol {name!r}: add its network's published or hand-derived size"
+    for space in config.spaces:  # the protocol's network of a published cell has its published size
+        published = build_network(space, PUBLISHED_CELLS[space], config, classes)
+        assert count_parameters(published) == PROTOCOL_SIZES[name]
     net = build_network(config.spaces[0], _random_genotype(config.spaces[0]), config, classes).train()
     if hasattr(net, "drop_path_prob"):
         net.drop_path_prob = config.drop_path_prob

@@ -24,6 +24,7 @@ from ostr_ray.retrain.worker import _Placement, _Shard
 from ostr_ray.tracking.store import client as _mlflow_client
 from searchspaces import get_space
 from searchspaces.darts_genotype import DARTS_V2
+from tests.conftest import as_set
 
 BEST_NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 ALL_CONV3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -137,6 +138,32 @@ def test_streamed_test_shards_count_every_image_once(tmp_path):
     shards = [_Shard(loop, config, _Placement(rank, 2, torch.device("cpu"), False, False)) for rank in range(2)]
     seen = [[int(v) for _, y in shard.batches() for v in y] for shard in shards]
     assert len(seen[0]) + len(seen[1]) == 7 and sorted(seen[0] + seen[1]) == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_retrain_dir_finds_the_newest_complete_checkpoint(tmp_path):
+    from ostr_ray.experiment import RetrainCheckpoint, RetrainDir
+
+    run = RetrainDir(tmp_path)
+    assert run.latest_checkpoint() is None and run.spec_file == tmp_path / "retrain.json"
+    for name, epochs in (("checkpoint_000000", [1]), ("checkpoint_000001", [1, 2])):
+        (tmp_path / name).mkdir()
+        RetrainCheckpoint(tmp_path / name).write_history([{"epoch": e} for e in epochs])
+    (tmp_path / "checkpoint_000002").mkdir()  # still being written: no history yet
+    latest = run.latest_checkpoint()
+    assert latest.folder.name == "checkpoint_000001" and [h["epoch"] for h in latest.read_history()] == [1, 2]
+    assert latest.state == tmp_path / "checkpoint_000001" / "state.pt"
+    assert RetrainCheckpoint(tmp_path / "checkpoint_000002").read_history() == [] and rt.read_history(None) == []
+
+
+def test_consensus_tag_of_one_or_several_variants():
+    from ostr_ray.retrain.genotypes import _consensus_tag
+
+    several = {"a/consensus_genotype": "ga", "b/consensus_genotype": "gb", "b/agreement": "1.0"}
+    assert _consensus_tag(several, "b", "run") == "gb" and _consensus_tag(several, "c", "run") is None
+    with pytest.raises(rt.RetrainError, match=r"variants \['a', 'b'\]; pick one with --variant"):
+        _consensus_tag(several, None, "run")
+    assert _consensus_tag({"a/consensus_genotype": "ga", "a/agreement": "0.5"}, None, "run") == "ga"
+    assert _consensus_tag({"consensus_genotype": "g", "a/consensus_genotype": "ga"}, None, "run") == "g"
 
 
 # ------------------------------------------------------------------------------------ genotypes
@@ -280,14 +307,13 @@ def test_killed_worker_resumes_from_the_last_checkpoint(tmp_path, local_ray):
     spec = rt.prepare_retrain(
         rt.RetrainOptions(
             BEST_NB201,
-            dataset="synthetic",
-            protocol="nb201",
-            epochs=3,
-            overrides=TINY_SET,
-            workers=2,
-            storage=str(tmp_path / "runs"),
-            name="killed",
-            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            recipe=rt.RetrainRecipe(dataset="synthetic", protocol="nb201", epochs=3, set_=as_set(TINY_SET)),
+            placement=rt.RetrainPlacement(
+                workers=2,
+                storage=str(tmp_path / "runs"),
+                name="killed",
+                tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            ),
         )
     )
     pids = tmp_path / "pids"

@@ -9,20 +9,16 @@ from typing import Annotated, Any
 import typer
 
 from ostr_ray.cli.errors import cli_errors, err
-from ostr_ray.cli.options import ClusterOptions, DataOptions, OutputOptions, StopOptions, with_options
+from ostr_ray.cli.options import OutputOptions, with_options
 from ostr_ray.console.format import make_console
+from ostr_ray.orchestration.spec import LaunchOptions, build_spec
 
 
 @cli_errors
-@with_options(DataOptions, StopOptions, ClusterOptions, OutputOptions)
+@with_options(LaunchOptions, OutputOptions)
 def launch(
-    data: DataOptions,
-    stop: StopOptions,
-    where: ClusterOptions,
+    options: LaunchOptions,
     output: OutputOptions,
-    preset: Annotated[str, typer.Option(help="Preset for every trial (see `ostr-ray presets`).")] = "demo",
-    seeds: Annotated[str, typer.Option(help="A count (5 = seeds 0..4) or a list (3,7,11).")] = "5",
-    spaces: Annotated[str | None, typer.Option(help="Variants: spaces (nb201,darts,pcdarts) or presets.")] = None,
     resume: Annotated[str | None, typer.Option(help="Continue the interrupted launch at this path.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start over in an existing launch directory (deletes it).")] = False,
 ) -> None:
@@ -35,16 +31,17 @@ def launch(
     from ostr_ray.orchestration import preflight
     from ostr_ray.orchestration.run import resume_launch, run_launch
 
+    address = options.cluster.address
     if resume:
         path = LaunchDir(resume).path
         view = LaunchView(LaunchDir(resume).read_spec().criterion, quiet=output.quiet)
-        start = partial(resume_launch, resume, listeners=[view], view=view, address=where.address)
+        start = partial(resume_launch, resume, listeners=[view], view=view, address=address)
     else:
-        spec = _spec(data, stop, where, preset, seeds, spaces)
-        preflight.preflight_launch(spec, local=where.address is None, overwrite=overwrite)
+        spec = build_spec(options)
+        preflight.preflight_launch(spec, local=address is None, overwrite=overwrite)
         path = spec.experiment_path
         view = LaunchView(spec.criterion, quiet=output.quiet)
-        start = partial(run_launch, spec, listeners=[view], view=view, address=where.address)
+        start = partial(run_launch, spec, listeners=[view], view=view, address=address)
     report = _run(start, path, view)
     print_report(report, as_json=output.json_out)
     _print_mlflow_hint(report)
@@ -75,31 +72,6 @@ def exit_code(report: Any) -> int:
     if report.outcome == "interrupted":
         return 128 + int(getattr(signal, report.interrupted_by or "SIGINT", signal.SIGINT))
     return EXIT_CODES.get(report.outcome, 1)
-
-
-def _spec(data: DataOptions, stop: StopOptions, where: ClusterOptions, preset: str, seeds: str, spaces: Any) -> Any:
-    from ostr_ray.orchestration.spec import LaunchOptions, build_spec
-
-    return build_spec(
-        LaunchOptions(
-            preset=preset,
-            spaces=spaces,
-            seeds=seeds,
-            storage=where.storage,
-            name=where.name,
-            overrides=data.overrides(),
-            cpus_per_trial=where.cpus_per_trial,
-            gpus_per_trial=where.gpus_per_trial,
-            max_failures=where.max_failures,
-            criterion=stop.criterion,
-            patience=stop.patience,
-            agreement=stop.agreement,
-            seed_stop=stop.seed_stop,
-            experiment_stop=stop.experiment_stop,
-            tracking_uri=where.tracking_uri,
-            seeds_per_trial=where.seeds_per_trial,
-        )
-    )
 
 
 def _print_mlflow_hint(report: Any) -> None:

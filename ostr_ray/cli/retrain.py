@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.console import Console
 
 from ostr_ray.cli.errors import cli_errors, fail
-from ostr_ray.cli.options import OutputOptions, RetrainPlacement, RetrainRecipe, RetrainSource, with_options
+from ostr_ray.cli.options import OutputOptions, with_options
 from ostr_ray.console.format import make_console
+from ostr_ray.retrain.options import RetrainOptions
 
 
 @cli_errors
-@with_options(RetrainSource, RetrainRecipe, RetrainPlacement, OutputOptions)
-def retrain(
-    source: RetrainSource,
-    recipe: RetrainRecipe,
-    place: RetrainPlacement,
-    output: OutputOptions,
-    genotype: Annotated[
-        str | None,
-        typer.Argument(
-            help="Genotype string/JSON, a JSON file, a launch or search dir, or an MLflow run id (not with --resume)."
-        ),
-    ] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print the network's size and settings; train nothing.")] = False,
-) -> None:
+@with_options(RetrainOptions, OutputOptions)
+def retrain(options: RetrainOptions, output: OutputOptions) -> None:
     """Train a found architecture from scratch (DDP on Ray Train), logged to MLflow next to its search."""
     from ray.train import TrainingFailedError
 
@@ -39,16 +28,15 @@ def retrain(
         if not output.json_out:
             _print_size(out, spec.summary())
 
+    place = options.placement
     try:
         if place.resume:
-            if genotype:
+            if options.genotype:
                 fail("give either GENOTYPE or --resume, not both")
-            result = _resume(rt, recipe, place, show_size)
+            result = _resume(rt, options, show_size)
         else:
-            if not genotype:
-                fail("missing GENOTYPE (or --resume RUN_DIR)")
-            spec = rt.prepare_retrain(_options(rt, genotype, source, recipe, place, dry_run))
-            if dry_run:
+            spec = rt.prepare_retrain(options)
+            if options.dry_run:
                 _print_dry_run(out, spec.summary(), output.json_out)
                 return
             result = rt.run_retrain(spec, address=place.address, on_start=show_size)
@@ -57,37 +45,13 @@ def retrain(
     _print_result(out, result, output.json_out)
 
 
-def _options(
-    rt: Any, genotype: str, source: RetrainSource, recipe: RetrainRecipe, place: RetrainPlacement, dry_run: bool
-):
-    return rt.RetrainOptions(
-        genotype=genotype,
-        dataset=recipe.dataset,
-        data_dir=recipe.data_dir,
-        protocol=recipe.protocol,
-        augment=recipe.augment,
-        epochs=recipe.epochs,
-        overrides={**rt.parse_set(recipe.set_), **({"download": True} if recipe.download else {})},
-        workers=1 if place.workers is None else place.workers,
-        cpus_per_worker=1.0 if place.cpus_per_worker is None else place.cpus_per_worker,
-        gpus_per_worker=0.0 if place.gpus_per_worker is None else place.gpus_per_worker,
-        max_failures=place.max_failures,
-        allow_large=recipe.allow_large,
-        criterion=source.criterion,
-        seed=source.seed,
-        variant=source.variant,
-        storage=place.storage,
-        name=place.name,
-        tracking_uri=place.tracking_uri,
-        dry_run=dry_run,
-    )
-
-
-def _resume(rt: Any, recipe: RetrainRecipe, place: RetrainPlacement, on_start: Any) -> dict[str, Any]:
+def _resume(rt: Any, options: RetrainOptions, on_start: Any) -> dict[str, Any]:
+    """Continue a run: the flags given change it (more epochs, other resources), those not given keep its own."""
+    place = options.placement
     return rt.resume_retrain(
         place.resume,
         address=place.address,
-        epochs=recipe.epochs,
+        epochs=options.recipe.epochs,
         workers=place.workers,
         cpus_per_worker=place.cpus_per_worker,
         gpus_per_worker=place.gpus_per_worker,

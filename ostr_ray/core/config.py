@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ostr_ray.core.criteria import DEFAULT_CRITERION
 from ostr_ray.core.fieldtypes import checked_fields
 from ostr_ray.data import DATASETS, DataError, check_data_path, get_source
 from searchspaces import SearchSpace, SearchSpaceError, get_space
@@ -94,7 +95,7 @@ class SearchConfig:
     """Max norm of the architecture gradient before the Adam step; 0 = off (PC-DARTS ImageNet: 5). Strength is
     read before clipping."""
     # selection and Algorithm 1
-    criterion: str = "ostr"
+    criterion: str = DEFAULT_CRITERION
     patience: int = 0
     """Stop once the selected criterion's genotype is unchanged for this many epochs; 0 disables."""
     min_epochs: int = 0

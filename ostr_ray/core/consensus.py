@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -106,19 +105,40 @@ def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+def _tau_terms(strength: Matrix) -> tuple[np.ndarray, np.ndarray]:
+    """One seed's op-pair order signs, each edge row scaled by 1/sqrt(its untied pairs), and which rows have any.
+
+    Kendall's tau-b of two rows is the dot product of these scaled sign vectors, so the sum of tau over every
+    seed pair is a function of per-seed sums (see :func:`mean_kendall_tau`).
+    """
+    rows = np.concatenate(
+        [np.asarray(strength[c], np.float64).reshape(-1, np.shape(strength[c])[-1]) for c in sorted(strength)]
+    )
+    first, second = np.triu_indices(rows.shape[-1], k=1)
+    signs = np.sign(rows[:, first] - rows[:, second])
+    untied = np.abs(signs).sum(axis=-1)
+    scale = np.divide(1.0, np.sqrt(untied), out=np.zeros_like(untied), where=untied > 0)
+    return (signs * scale[:, None]).ravel(), (untied > 0).astype(np.float64)
+
+
 def mean_kendall_tau(strengths: list[Matrix]) -> float | None:
     """Mean over seed pairs and over every edge of every cell of the tau-b between the two seeds' score rows.
 
     It measures whether seeds *rank* the ops alike, which genotype agreement (argmax only) cannot show.
     Edges where a seed's row is constant have no tau and are skipped; ``None`` with fewer than 2 seeds or
-    when no edge has a tau.
+    when no edge has a tau. Exact over *every* pair, in O(seeds): with t_i a seed's scaled signs
+    (:func:`_tau_terms`), the sum over pairs i < j of t_i . t_j is (|sum t_i|^2 - sum |t_i|^2) / 2, and the
+    number of (pair, edge) taus is the same sum over the rows' has-a-tau flags; 1000 DARTS seeds take
+    milliseconds where the pairwise loop took minutes.
     """
     if len(strengths) < 2:
         return None
-    taus = [kendall_tau_b(a[cell], b[cell]).ravel() for a, b in combinations(strengths, 2) for cell in sorted(a)]
-    values = np.concatenate(taus)
-    values = values[np.isfinite(values)]
-    return float(values.mean()) if values.size else None
+    terms = [_tau_terms(s) for s in strengths]
+    signs = np.stack([t for t, _ in terms])
+    valid = np.stack([v for _, v in terms])
+    tau_sum = (np.square(signs.sum(axis=0)).sum() - np.square(signs).sum()) / 2.0
+    count = (np.square(valid.sum(axis=0)).sum() - valid.sum()) / 2.0
+    return float(tau_sum / count) if count > 0.5 else None
 
 
 def consensus_genotype(space: SearchSpace, votes: Matrix, strength_sum: Matrix, n_seeds: int) -> str:

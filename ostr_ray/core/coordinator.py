@@ -13,6 +13,12 @@ every still-running trial of that variant has reported epoch ``k``: finished or 
 their last report up to ``k`` (a seed that stopped early keeps voting with its final genotype), failed trials
 are left out. Each epoch's :class:`EpochStats` is computed exactly once and never revised, which is what keeps
 re-reported (retried) epochs from being counted twice and makes the stability counters well defined.
+
+Memory is O(seeds), not O(seeds x epochs): a trial keeps only the reports the statistics may still need (its
+newest report at or below the variant's last summarised epoch, and every later one), each variant its latest
+:class:`EpochStats` and one history row per epoch; everything else goes to a :mod:`.journal` (on disk in a
+launch, see :meth:`Coordinator.use_journal`), read back for the history views. :meth:`Coordinator.compact_state`
+is what Tune checkpoints; :meth:`Coordinator.state_dict` the full history (``history.json``).
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ostr_ray.core.consensus import EpochStats, compute_epoch_stats
-from ostr_ray.core.criteria import get_criterion
+from ostr_ray.core.criteria import DEFAULT_CRITERION, get_criterion
 from ostr_ray.core.events import EpochReport
+from ostr_ray.core.journal import Journal, MemoryJournal
 from ostr_ray.core.summaries import LaunchSummary, SeedSummary, TrialStatus, VariantSummary
 
 _DONE_STATUSES = ("finished", "stopped", "failed")
 _STATE_VERSION = 1
+"""The full state (``history.json``): every report and every epoch's stats."""
+_COMPACT_VERSION = 2
+"""The compact state (Tune's checkpoint): what the statistics need; the rest is in the journal."""
 
 __all__ = ["Coordinator", "EpochStats", "TrialKey", "TrialStatus"]
 
@@ -47,15 +57,32 @@ class _Trial:
     status: TrialStatus = "running"
     reason: str = ""
     reports: dict[int, EpochReport] = field(default_factory=dict)
+    """The reports the statistics may still need: the newest at or below the variant's last summarised epoch
+    and every later one (the rest are in the journal)."""
+    last_epoch: int = 0
+    first_epoch: int = 0
+    """The first epoch it ever reported (0: none yet), where its variant's first summary starts."""
 
     @property
-    def last_epoch(self) -> int:
-        return max(self.reports, default=0)
+    def latest(self) -> EpochReport | None:
+        return self.reports.get(self.last_epoch)
+
+    def store(self, report: EpochReport) -> None:
+        epoch = int(report.epoch)
+        self.reports[epoch] = report
+        self.last_epoch = max(self.last_epoch, epoch)
+        self.first_epoch = min(self.first_epoch or epoch, epoch)
 
     def report_at(self, epoch: int) -> EpochReport | None:
         """The latest report up to ``epoch``: what this seed believed at that point of the search."""
         epochs = [e for e in self.reports if e <= epoch]
         return self.reports[max(epochs)] if epochs else None
+
+    def forget_before(self, epoch: int) -> None:
+        """Keep only what :meth:`report_at` of ``epoch`` and later epochs can return."""
+        floor = max((e for e in self.reports if e <= epoch), default=None)
+        if floor is not None and len(self.reports) > 1:
+            self.reports = {e: r for e, r in self.reports.items() if e >= floor}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,11 +90,6 @@ class _Trial:
             "reason": self.reason,
             "reports": [self.reports[e].to_json() for e in sorted(self.reports)],
         }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> _Trial:
-        reports = [EpochReport.from_json(r) for r in data["reports"]]
-        return cls(status=data["status"], reason=data["reason"], reports={r.epoch: r for r in reports})
 
 
 # ------------------------------------------------------------------------------------------- Coordinator
@@ -83,7 +105,7 @@ class Coordinator:
 
     def __init__(
         self,
-        criterion: str = "ostr",
+        criterion: str = DEFAULT_CRITERION,
         patience: int = 0,
         agreement: float = 0.8,
         experiment_stop: bool = True,
@@ -104,7 +126,21 @@ class Coordinator:
         self.agreement = agreement
         self.experiment_stop = experiment_stop
         self._trials: dict[TrialKey, _Trial] = {}
-        self._stats: dict[str, list[EpochStats]] = {}
+        self._variants: dict[str, dict[int, _Trial]] = {}
+        self._latest: dict[str, EpochStats] = {}
+        self._rows: dict[str, list[list[Any]]] = {}
+        """variant -> per summarised epoch ``[epoch, agreement, consensus_stable_for, mean_kendall_tau]``."""
+        self.journal: Journal = MemoryJournal()
+
+    def use_journal(self, journal: Journal, *, keep: bool = False) -> None:
+        """Keep the past in ``journal`` from now on (a launch's :class:`~ostr_ray.core.journal.DiskJournal`).
+
+        A coordinator that has seen no report yet clears it (what an earlier driver left there is no part of
+        this launch), unless ``keep``: a restored checkpoint's compact state is about to say what it holds.
+        """
+        if not keep and not any(t.last_epoch for t in self._trials.values()):
+            journal.clear()
+        self.journal = journal
 
     # -- feeding -------------------------------------------------------------------------------------------
 
@@ -126,10 +162,14 @@ class Coordinator:
         """
         key = TrialKey(*key)
         trial = self._trial(key)
-        trial.reports[int(report.epoch)] = report
+        self.journal.add_report(key.variant, key.seed, report)
+        trial.store(report)
         if trial.status == "failed":
             trial.status, trial.reason = "running", ""
-        return self._advance(key.variant)
+        new = self._advance(key.variant)
+        if not new and key.variant in self._latest:
+            trial.forget_before(self._latest[key.variant].epoch)
+        return new
 
     def mark_finished(self, key: TrialKey, status: TrialStatus, reason: str = "") -> list[EpochStats]:
         """Record how a trial ended; returns the stats completed now that the variant stops waiting for it."""
@@ -143,20 +183,19 @@ class Coordinator:
     def _trial(self, key: TrialKey) -> _Trial:
         key = TrialKey(str(key[0]), int(key[1]))
         if key not in self._trials:
-            self._trials[key] = _Trial()
-            self._stats.setdefault(key.variant, [])
+            self._trials[key] = self._variants.setdefault(key.variant, {})[key.seed] = _Trial()
+            self._rows.setdefault(key.variant, [])
         return self._trials[key]
 
     # -- epoch completion ------------------------------------------------------------------------------------
 
     def _variant_trials(self, variant: str) -> dict[int, _Trial]:
-        return {k.seed: t for k, t in self._trials.items() if k.variant == variant}
+        return self._variants.get(variant, {})
 
     def _next_epoch(self, variant: str, trials: dict[int, _Trial]) -> int:
-        done = self._stats[variant]
-        if done:
-            return done[-1].epoch + 1
-        first = [min(t.reports) for t in trials.values() if t.reports and t.status != "failed"]
+        if variant in self._latest:
+            return self._latest[variant].epoch + 1
+        first = [t.first_epoch for t in trials.values() if t.first_epoch and t.status != "failed"]
         return min(first, default=1)
 
     def _ready(self, epoch: int, trials: dict[int, _Trial]) -> bool:
@@ -172,25 +211,33 @@ class Coordinator:
         while self._ready(epoch, trials):
             reports = {s: t.report_at(epoch) for s, t in trials.items() if t.status != "failed"}
             reports = {s: r for s, r in reports.items() if r is not None}
-            previous = self._stats[variant][-1] if self._stats[variant] else None
-            stats = compute_epoch_stats(variant, epoch, self.criterion_of(variant), reports, previous)
-            self._stats[variant].append(stats)
+            stats = compute_epoch_stats(variant, epoch, self.criterion_of(variant), reports, self._latest.get(variant))
+            self._add_stats(stats)
             new.append(stats)
             epoch += 1
+        if new:
+            for trial in trials.values():
+                trial.forget_before(new[-1].epoch)
         return new
+
+    def _add_stats(self, stats: EpochStats) -> None:
+        self.journal.add_stats(stats)
+        self._latest[stats.variant] = stats
+        self._rows.setdefault(stats.variant, []).append(
+            [stats.epoch, stats.agreement, stats.consensus_stable_for, stats.mean_kendall_tau]
+        )
 
     # -- queries -------------------------------------------------------------------------------------------
 
     def variants(self) -> list[str]:
-        return sorted(self._stats)
+        return sorted(self._rows)
 
     def history(self, variant: str) -> list[EpochStats]:
-        """Every summarised epoch of ``variant``, oldest first."""
-        return list(self._stats.get(variant, []))
+        """Every summarised epoch of ``variant``, oldest first (read back from the journal)."""
+        return [EpochStats.from_json(s) for s in self.journal.stats_dicts(variant)]
 
     def latest(self, variant: str) -> EpochStats | None:
-        stats = self._stats.get(variant)
-        return stats[-1] if stats else None
+        return self._latest.get(variant)
 
     def trial_status(self, key: TrialKey) -> tuple[TrialStatus, str]:
         trial = self._trials[TrialKey(*key)]
@@ -199,13 +246,13 @@ class Coordinator:
     def seed_should_stop(self, key: TrialKey) -> bool:
         """Whether the trial's latest report carries a stop reason (Algorithm 1 runs inside each trial)."""
         trial = self._trials.get(TrialKey(*key))
-        return bool(trial and trial.reports and trial.reports[trial.last_epoch].stop_reason)
+        return bool(trial and trial.latest and trial.latest.stop_reason)
 
     def experiment_should_stop(self) -> str | None:
         """A reason to stop every trial, once every variant's consensus held its ``patience`` epochs at
         ``agreement`` >= the threshold in its latest stats; ``None`` otherwise or when switched off (also
         when a variant's patience is 0: that variant runs its whole schedule)."""
-        if not self.experiment_stop or not self._stats:
+        if not self.experiment_stop or not self._rows:
             return None
         reasons = []
         for variant in self.variants():
@@ -233,7 +280,7 @@ class Coordinator:
     def _variant_summary(self, variant: str) -> VariantSummary:
         seeds = {}
         for seed, trial in sorted(self._variant_trials(variant).items()):
-            report = trial.reports.get(trial.last_epoch)
+            report = trial.latest
             seeds[seed] = SeedSummary(
                 status=trial.status,
                 reason=trial.reason,
@@ -241,11 +288,10 @@ class Coordinator:
                 genotypes={c: g for c, g in report.genotypes.items() if g} if report else {},
                 stop_reason=report.stop_reason if report else None,
             )
-        history = [[s.epoch, s.agreement, s.consensus_stable_for, s.mean_kendall_tau] for s in self._stats[variant]]
+        history = [list(row) for row in self._rows[variant]]
         last = self.latest(variant)
         criterion = self.criterion_of(variant)
-        spaces = [r.space for t in self._variant_trials(variant).values() for r in t.reports.values()]
-        space = spaces[0] if spaces else None
+        space = next((t.latest.space for t in self._variant_trials(variant).values() if t.latest), None)
         if last is None:
             return VariantSummary(seeds=seeds, criterion=criterion, space=space, history=history)
         return VariantSummary(
@@ -268,28 +314,54 @@ class Coordinator:
         return sorted(self._trials)
 
     def trial_reports(self, key: TrialKey) -> list[EpochReport]:
-        """Every stored epoch report of a trial, oldest first."""
-        trial = self._trials.get(TrialKey(*key))
-        return [trial.reports[e] for e in sorted(trial.reports)] if trial else []
+        """Every stored epoch report of a trial, oldest first (read back from the journal)."""
+        key = TrialKey(*key)
+        if key not in self._trials:
+            return []
+        return [EpochReport.from_json(r) for r in self.journal.report_dicts(key.variant, key.seed)]
 
     # -- persistence ---------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: every stored report, trial status, and the stats already emitted
-        (kept rather than recomputed so counters and emitted epochs survive exactly)."""
+        """Everything needed to resume and to read the launch back: every report and trial status, and the stats
+        already emitted (kept rather than recomputed so counters and emitted epochs survive exactly); the
+        journal's whole content, so its size grows with seeds x epochs (``history.json``)."""
+        trials = [
+            {"variant": k.variant, "seed": k.seed, **t.to_json(), "reports": self.journal.report_dicts(*k)}
+            for k, t in sorted(self._trials.items())
+        ]
         return {
-            "version": _STATE_VERSION,
+            **self._settings(_STATE_VERSION),
+            "trials": trials,
+            "stats": {v: self.journal.stats_dicts(v) for v in self.variants()},
+        }
+
+    def compact_state(self) -> dict[str, Any]:
+        """What the statistics need to go on (O(seeds): each trial's retained reports, each variant's latest
+        stats and history rows); Tune checkpoints this, the journal keeps the rest."""
+        trials = [
+            {"variant": k.variant, "seed": k.seed, "first_epoch": t.first_epoch, **t.to_json()}
+            for k, t in sorted(self._trials.items())
+        ]
+        return {
+            **self._settings(_COMPACT_VERSION),
+            "trials": trials,
+            "stats": {v: [self._latest[v].to_json()] if v in self._latest else [] for v in self.variants()},
+            "rows": {v: [list(r) for r in self._rows[v]] for v in self.variants()},
+        }
+
+    def _settings(self, version: int) -> dict[str, Any]:
+        return {
+            "version": version,
             "criterion": self.criterion,
             "variant_criteria": dict(sorted(self.variant_criteria.items())),
-            "trials": [{"variant": k.variant, "seed": k.seed, **t.to_json()} for k, t in sorted(self._trials.items())],
-            "stats": {v: [s.to_json() for s in stats] for v, stats in sorted(self._stats.items())},
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Coordinator:
         """A coordinator rebuilt from :meth:`state_dict` (``history.json``) to read a finished launch's history."""
         coordinator = cls(
-            criterion=state.get("criterion") or "ostr",
+            criterion=state.get("criterion") or DEFAULT_CRITERION,
             experiment_stop=False,
             variant_criteria=state.get("variant_criteria") or {},
         )
@@ -299,10 +371,39 @@ class Coordinator:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace this coordinator's history with ``state``; the stop settings stay those of the constructor.
 
-        A different watched criterion is refused: the stored stats and counters were computed under it.
+        A full state (:meth:`state_dict`) refills the journal; a compact one (:meth:`compact_state`) trusts the
+        journal to hold the rest already (the launch's own, on disk). A different watched criterion is refused:
+        the stored stats and counters were computed under it.
         """
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"unsupported coordinator state version {state.get('version')!r}")
+        version = state.get("version")
+        if version not in (_STATE_VERSION, _COMPACT_VERSION):
+            raise ValueError(f"unsupported coordinator state version {version!r}")
+        self._check_criteria(state)
+        self._trials, self._variants, self._latest, self._rows = {}, {}, {}, {}
+        if version == _STATE_VERSION:
+            self.journal.clear()
+        for data in state["trials"]:
+            key = TrialKey(data["variant"], int(data["seed"]))
+            trial = self._trial(key)
+            trial.status, trial.reason = data["status"], data["reason"]
+            for raw in data["reports"]:
+                report = EpochReport.from_json(raw)
+                trial.store(report)
+                if version == _STATE_VERSION:
+                    self.journal.add_report(key.variant, key.seed, report)
+            trial.first_epoch = int(data.get("first_epoch") or trial.first_epoch)
+        for variant, stats in state["stats"].items():
+            self._rows[variant] = [list(r) for r in (state.get("rows") or {}).get(variant, [])]
+            for raw in stats:
+                if version == _STATE_VERSION:
+                    self._add_stats(EpochStats.from_json(raw))
+                else:
+                    self._latest[variant] = EpochStats.from_json(raw)
+        for variant, latest in self._latest.items():
+            for trial in self._variant_trials(variant).values():
+                trial.forget_before(latest.epoch)
+
+    def _check_criteria(self, state: dict[str, Any]) -> None:
         saved = {**dict.fromkeys(state["stats"], state["criterion"]), **(state.get("variant_criteria") or {})}
         for variant, criterion in [("every variant", state["criterion"]), *saved.items()]:
             if criterion != self.criterion_of(variant):
@@ -310,7 +411,3 @@ class Coordinator:
                     f"saved coordinator state watches criterion {criterion!r} for {variant!r}, "
                     f"not {self.criterion_of(variant)!r}"
                 )
-        self._trials = {TrialKey(t["variant"], int(t["seed"])): _Trial.from_json(t) for t in state["trials"]}
-        self._stats = {v: [EpochStats.from_json(s) for s in stats] for v, stats in state["stats"].items()}
-        for key in self._trials:
-            self._stats.setdefault(key.variant, [])

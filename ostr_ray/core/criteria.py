@@ -72,6 +72,8 @@ class CriterionInfo:
 
 
 _CRITERIA: dict[str, CriterionInfo] = {}
+DEFAULT_CRITERION = "ostr"
+"""The criterion a search, a launch and a retrain's genotype lookup watch unless told otherwise (the paper's)."""
 
 
 class CriterionError(ValueError):
@@ -133,7 +135,7 @@ def magnitude(state: ArchState) -> Selection:
     return Selection(scores=state.betas, edge_weights=state.edge_weights or None)
 
 
-@register_criterion("ostr", label="OStr")
+@register_criterion(DEFAULT_CRITERION, label="OStr")
 def ostr(state: ArchState) -> Selection:
     """OStr-DARTS: operation strength, mean_b |dL_val/d alpha_o|_b."""
     return Selection(scores=state.mean["ostr"], stderr=state.stderr["ostr"])

@@ -1,9 +1,12 @@
 """Settings from YAML and ``--set`` arrive as whatever YAML parsed (``epochs=abc`` is a string, ``1.5`` a float,
 ``.inf`` an infinity); they are checked against the dataclass's annotations here, before anything runs, so a
-wrong type is one line naming the setting instead of a traceback an epoch later (or 2 epochs for ``1.5``)."""
+wrong type is one line naming the setting instead of a traceback an epoch later (or 2 epochs for ``1.5``).
+
+:func:`option` declares a settings field that is also a command-line flag, with its help text as metadata."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 import typing
@@ -72,3 +75,12 @@ def checked_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """``values`` checked (and integral floats turned into ints) against ``cls``'s field annotations."""
     hints = typing.get_type_hints(cls)
     return {name: _check(name, hints[name], value) if name in hints else value for name, value in values.items()}
+
+
+def option(default: Any = None, text: str = "", *flags: str, argument: bool = False) -> Any:
+    """A settings field that is also a command-line option: its default, its ``--help`` text, its flag names
+    (``flags``; default ``--field-name``) and whether it is the command's positional argument.
+
+    Settings are declared once, as dataclasses in the layer that consumes them (typer-free); the CLI's
+    ``with_options`` expands their fields into the command's options and hands back the filled dataclass."""
+    return dataclasses.field(default=default, metadata={"help": text, "flags": flags, "argument": argument})

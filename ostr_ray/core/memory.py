@@ -27,7 +27,14 @@ from ostr_ray.core.placement import autocast_dtype, resolve_device
 from ostr_ray.data import get_source
 from searchspaces import get_space
 
-__all__ = ["MemoryEstimate", "available_memory", "check_search_memory", "estimate_search_memory"]
+__all__ = [
+    "DeviceMemoryError",
+    "MemoryEstimate",
+    "available_memory",
+    "check_device_memory",
+    "check_search_memory",
+    "estimate_search_memory",
+]
 
 PROBE_BATCH = 2
 HEADROOM = {"cuda": 1.10, "cpu": 1.50}
@@ -72,10 +79,12 @@ def search_resolution(config: SearchConfig) -> int:
     return int(config.image_size or get_source(config.dataset).resolution)
 
 
-def estimate_search_memory(config: SearchConfig, *, probe_batch: int = PROBE_BATCH) -> MemoryEstimate:
-    """Probe the configured supernet on the configured device at ``probe_batch`` and twice that, and
-    extrapolate the bytes saved for backward to the configured batch."""
-    device = resolve_device(config)
+def estimate_search_memory(
+    config: SearchConfig, *, probe_batch: int = PROBE_BATCH, device: torch.device | str | None = None
+) -> MemoryEstimate:
+    """Probe the configured supernet on ``device`` (default: the configured one) at ``probe_batch`` and twice
+    that, and extrapolate the bytes saved for backward to the configured batch."""
+    device = resolve_device(config) if device is None else torch.device(device)
     resolution = search_resolution(config)
     batch = int(config.batch_size)
     saved_b, weight_bytes, arch_bytes = _probe(config, device, probe_batch, resolution)
@@ -107,6 +116,45 @@ def check_search_memory(config: SearchConfig, available_bytes: int | None = None
             "lower batch_size or add --gpus-per-trial"
         )
     return estimate
+
+
+class DeviceMemoryError(ConfigError):
+    """A search does not fit the memory of the device its trial was given. A retry on the same device cannot
+    fit either, so a trial should fail at once on it instead of retrying."""
+
+
+def check_device_memory(
+    config: SearchConfig, device: torch.device | str, capacity_bytes: int | None = None, *, seeds: int = 1
+) -> MemoryEstimate:
+    """The estimate of ``seeds`` supernets (a seed group holds one per seed) searched on ``device``, or
+    :class:`DeviceMemoryError` with one line when it exceeds ``capacity_bytes`` (default: what ``device`` has
+    free now, :func:`available_memory`; a trial sharing a GPU passes its share).
+
+    The trial's side of the guard: the driver's pre-flight cannot see a GPU trial's device (it may sit on
+    another node), so a GPU trial checks its own before it reads any data, where a CUDA OOM would otherwise
+    come minutes in with no word of why.
+    """
+    device = torch.device(device)
+    estimate = estimate_search_memory(config, device=device)
+    capacity = available_memory(device) if capacity_bytes is None else int(capacity_bytes)
+    need = estimate.total_bytes * seeds
+    if need > capacity:
+        group = f" for {seeds} seeds" if seeds > 1 else ""
+        at = f"batch {estimate.batch_size}, {estimate.resolution}x{estimate.resolution}"
+        raise DeviceMemoryError(
+            f"the search needs ~{need / _GB:.1f} GB{group} on {device} ({at}), which has {capacity / _GB:.1f} GB; "
+            + _remedies(config, device)
+        )
+    return estimate
+
+
+def _remedies(config: SearchConfig, device: torch.device) -> str:
+    """What to change, as settings: a smaller batch or supernet, and bf16 where autocast applies (CUDA)."""
+    kwargs = ", ".join(f"{key}: {value}" for key, value in config.space_kwargs.items())
+    remedies = [f"lower batch_size (now {config.batch_size})", f"shrink space_kwargs (now {{{kwargs}}})"]
+    if device.type == "cuda" and autocast_dtype(config, device) is None:
+        remedies.append("set amp=bf16")
+    return ", ".join(remedies[:-1]) + " or " + remedies[-1]
 
 
 def available_memory(device: torch.device) -> int:

@@ -34,15 +34,16 @@ from ostr_ray.data import (
     ImageData,
     ImageTransform,
     StreamedBatchStream,
+    folder_files,
     get_source,
     image_size_of,
     load_folder,
     load_images,
     random_resized_crop,
     resize_pad_crop,
-    scan_split,
     split_indices,
     subset,
+    subset_count,
     verify_files,
 )
 
@@ -88,10 +89,7 @@ def searched_files(config: SearchConfig) -> FileList | None:
     """The files of a class-folder tree this seed's search reads (its subset), None for other sources."""
     if not get_source(config.dataset).folder:
         return None
-    files = scan_split(config.data_dir, train=True)
-    if _subsetting(config):
-        files = subset(files, subset_count(len(files), config.subset_fraction), seed=config.seed)
-    return files
+    return folder_files(config.data_dir, train=True, seed=config.seed, fraction=config.subset_fraction)
 
 
 def check_searched_images(config: SearchConfig) -> None:
@@ -109,11 +107,6 @@ def check_searched_images(config: SearchConfig) -> None:
         verify_files(files)
     else:
         load_folder(files, config.image_size, mean=source.mean, std=source.std)
-
-
-def subset_count(total: int, fraction: float) -> int:
-    """Images a ``subset_fraction`` keeps: rounded, and at least one per half of the split."""
-    return max(2, round(fraction * total))
 
 
 def _subsetting(config: SearchConfig) -> bool:

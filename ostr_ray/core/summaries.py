@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from ostr_ray.core.criteria import DEFAULT_CRITERION
+
 TrialStatus = Literal["running", "finished", "stopped", "failed"]
 
 
@@ -89,7 +91,7 @@ class VariantSummary:
 class LaunchSummary:
     """Every variant of a multi-seed search and the stop settings its consensus is judged by."""
 
-    criterion: str = "ostr"
+    criterion: str = DEFAULT_CRITERION
     """The watched criterion: consensus, agreement and the stop rules refer to it."""
     patience: int = 0
     agreement_threshold: float = 0.8
@@ -109,7 +111,7 @@ class LaunchSummary:
     def summary_values(data: dict[str, Any]) -> dict[str, Any]:
         """The :class:`LaunchSummary` fields of a JSON mapping (for this class and its subclasses)."""
         return {
-            "criterion": data.get("criterion") or "ostr",
+            "criterion": data.get("criterion") or DEFAULT_CRITERION,
             "patience": int(data.get("patience") or 0),
             "agreement_threshold": float(data.get("agreement_threshold", 0.8)),
             "experiment_stop_reason": data.get("experiment_stop_reason"),

@@ -52,11 +52,12 @@ from ostr_ray.data.sources import (
     DataSource,
     check_data_path,
     check_data_source,
+    folder_files,
     get_source,
     load_folder,
     load_images,
 )
-from ostr_ray.data.splits import search_split, split_indices, subset, subset_indices
+from ostr_ray.data.splits import search_split, split_indices, subset, subset_count, subset_indices
 from ostr_ray.data.stream import Batches, BatchStream, ImageTransform, apply_seeded
 from ostr_ray.data.streaming import (
     FileSamples,
@@ -97,6 +98,7 @@ __all__ = [
     "class_folder_check",
     "class_names",
     "decode_file",
+    "folder_files",
     "get_source",
     "image_size_of",
     "load_folder",
@@ -113,5 +115,6 @@ __all__ = [
     "split_dir",
     "split_indices",
     "subset",
+    "subset_count",
     "subset_indices",
 ]

@@ -37,11 +37,16 @@ def files_fingerprint(files: FileList) -> str:
     return f"{files.root.resolve()}|{len(files)}|{names}|{newest}"
 
 
+def image_cache_path(label: str, *key: object) -> Path:
+    """Where the decoded images identified by ``key`` live: ``<cache dir>/images/<label>-<digest>.pt``, the digest
+    taken over ``key`` and :data:`CACHE_VERSION` (so a new format never reads an old file)."""
+    fields = "|".join(str(part) for part in (*key, f"v{CACHE_VERSION}"))
+    return cache_dir() / "images" / f"{label}-{hashlib.sha256(fields.encode()).hexdigest()[:20]}.pt"
+
+
 def cache_file(files: FileList, image_size: int | None) -> Path:
-    """Cache path keyed by the files' fingerprint and the size."""
-    key = f"{files_fingerprint(files)}|{image_size}|v{CACHE_VERSION}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    return cache_dir() / "images" / f"{files.root.name}-{image_size or 'orig'}-{digest}.pt"
+    """A class-folder selection's cache path, keyed by the files' fingerprint and the size."""
+    return image_cache_path(f"{files.root.name}-{image_size or 'orig'}", files_fingerprint(files), image_size)
 
 
 def cached(path: Path, decode: Callable[[], dict[str, Any]]) -> dict[str, Any]:

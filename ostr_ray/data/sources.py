@@ -9,7 +9,6 @@ when they are fixed (otherwise they are measured on the decoded images).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,11 +18,11 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from ostr_ray.data.cache import CACHE_VERSION, cache_dir, cache_file, cached
+from ostr_ray.data.cache import cache_dir, cache_file, cached, image_cache_path
 from ostr_ray.data.decode import decode_files, resize
 from ostr_ray.data.folders import FileList, class_folder_check, scan_split, split_dir
 from ostr_ray.data.images import IMAGENET_MEAN, IMAGENET_STD, DataError, ImageData, channel_stats, seeded_generator
-from ostr_ray.data.splits import subset
+from ostr_ray.data.splits import subset, subset_count
 
 DIGITS_TRAIN_SIZE = 1500
 DATA_PATHS = ("auto", "memory", "stream")
@@ -251,9 +250,7 @@ def load_images(
     if source.needs_data_dir and data_dir is None:
         raise DataError(f"dataset {source.name!r} needs a data dir (--data-dir)")
     if source.folder:
-        files = scan_split(Path(data_dir), train=train)
-        if subset_size is not None and subset_size < len(files):
-            files = subset(files, subset_size, seed)
+        files = folder_files(data_dir, train=train, seed=seed, size=subset_size)
         return load_folder(files, image_size, mean=source.mean, std=source.std)
     request = LoadRequest(
         Path(data_dir) if data_dir is not None else None, train, download, image_size, num_classes, size, seed
@@ -264,12 +261,26 @@ def load_images(
     return data
 
 
+def folder_files(
+    data_dir: str | os.PathLike[str], *, train: bool, seed: int, size: int | None = None, fraction: float | None = None
+) -> FileList:
+    """A class-folder tree's split as a file list, cut to the seeded class-balanced subset a run reads: at most
+    ``size`` files, or ``fraction`` of them (:func:`~ostr_ray.data.splits.subset_count`). The one place a tree's
+    subset is drawn, on the list before anything is decoded, so loading, searching and checking read the same
+    files."""
+    files = scan_split(Path(data_dir), train=train)
+    if fraction is not None and fraction < 1:
+        size = subset_count(len(files), fraction)
+    if size is not None and size < len(files):
+        files = subset(files, size, seed)
+    return files
+
+
 def _cached_load(source: DataSource, request: LoadRequest) -> ImageData:
     """A built-in set through the shared decoded-image cache (keyed by set, split, size and root)."""
     root = str(request.data_dir.resolve()) if request.data_dir else "default"
-    fields = f"{source.name}|{request.train}|{request.image_size}|{root}|v{CACHE_VERSION}"
-    key = hashlib.sha256(fields.encode()).hexdigest()[:16]
-    path = cache_dir() / "images" / f"{source.name}-{'train' if request.train else 'test'}-{key}.pt"
+    split = "train" if request.train else "test"
+    path = image_cache_path(f"{source.name}-{split}", source.name, request.train, request.image_size, root)
 
     def load() -> dict:
         data = source.loader(request)

@@ -57,6 +57,11 @@ def subset_indices(labels: Tensor, num_classes: int, n: int, seed: int, *, per_c
     return perm[order[torch.argsort(key)[:n]]].sort().values
 
 
+def subset_count(total: int, fraction: float) -> int:
+    """Items a ``subset_fraction`` keeps of ``total``: rounded, and at least one per half of the search's split."""
+    return max(2, round(fraction * total))
+
+
 def subset(data: T, n: int, seed: int, *, per_class: bool = True) -> T:
     """``n`` seeded items of ``data`` (see :func:`subset_indices`), kept in data order."""
     return data.take(subset_indices(data.labels, data.num_classes, n, seed, per_class=per_class))

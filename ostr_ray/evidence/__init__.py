@@ -9,8 +9,8 @@ rule alone; criteria and spaces are described by their registries, never named h
 
 Modules (each imports its siblings directly, never this package):
 
-* :mod:`~ostr_ray.evidence.stats` -- pure statistics and cell helpers (mean ± std, Spearman, modal cell, pair
-  agreement, parameter-free ops, NB201 single-edge neighbourhoods, what the registries say).
+* :mod:`~ostr_ray.evidence.stats` -- pure statistics and cell helpers (mean ± std, Spearman, pair agreement,
+  parameter-free ops, NB201 single-edge neighbourhoods, what the registries say).
 * :mod:`~ostr_ray.evidence.loading` -- the launch's records, every seed's epoch reports, the ground truth.
 * :mod:`~ostr_ray.evidence.measures` -- per seed and per edge: epoch curves, stability, Spearman, eval cost.
 * :mod:`~ostr_ray.evidence.analysis` -- every statistic of a variant; its docstring states the conventions
@@ -18,7 +18,8 @@ Modules (each imports its siblings directly, never this package):
 * :mod:`~ostr_ray.evidence.build` -- the whole launch: each variant's space, ground truth and decoder; JSON.
 * :mod:`~ostr_ray.evidence.render` -- the tables, as markdown or rich.
 * :mod:`~ostr_ray.evidence.figures` -- the matplotlib figures (PNG bytes).
-* :mod:`~ostr_ray.evidence.outputs` -- writing the files, logging them to the launch's MLflow parent run.
+* :mod:`~ostr_ray.evidence.outputs` -- writing the files (named in :mod:`ostr_ray.experiment.layout`), logging
+  them to the launch's MLflow parent run.
 
 The package imports neither Ray nor MLflow (MLflow only lazily in :func:`log_to_mlflow`; matplotlib and rich
 only when a figure or a rich table is made).
@@ -26,7 +27,7 @@ only when a figure or a rich table is made).
 
 from ostr_ray.evidence.analysis import analyse_variant
 from ostr_ray.evidence.build import PAPER_EVAL_SIZE, build_evidence, to_json, variant_space
-from ostr_ray.evidence.figures import FIGURE_FILES, make_figures
+from ostr_ray.evidence.figures import make_figures
 from ostr_ray.evidence.loading import (
     EvidenceError,
     Experiment,
@@ -46,7 +47,7 @@ from ostr_ray.evidence.measures import (
     stability,
     summarise_correlations,
 )
-from ostr_ray.evidence.outputs import JSON_FILE, MARKDOWN_FILE, log_to_mlflow, mlflow_parent_run, write_outputs
+from ostr_ray.evidence.outputs import log_to_mlflow, mlflow_parent_run, write_outputs
 from ostr_ray.evidence.render import TableSpec, markdown_table, render_markdown, render_rich, variant_tables
 from ostr_ray.evidence.stats import (
     NB201_CANDIDATE_OPS,
@@ -57,7 +58,6 @@ from ostr_ray.evidence.stats import (
     edge_name,
     has_nb201_cells,
     mean_std,
-    modal,
     ordered_criteria,
     pair_agreement,
     parameter_free_set,
@@ -76,7 +76,6 @@ __all__ = [
     "edge_name",
     "has_nb201_cells",
     "mean_std",
-    "modal",
     "ordered_criteria",
     "pair_agreement",
     "parameter_free_set",
@@ -113,11 +112,8 @@ __all__ = [
     "render_rich",
     "variant_tables",
     # figures
-    "FIGURE_FILES",
     "make_figures",
     # outputs
-    "JSON_FILE",
-    "MARKDOWN_FILE",
     "log_to_mlflow",
     "mlflow_parent_run",
     "write_outputs",

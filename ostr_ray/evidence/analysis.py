@@ -76,6 +76,7 @@ from typing import Any
 
 import numpy as np
 
+from ostr_ray.core.consensus import modal_genotype
 from ostr_ray.evidence.loading import GroundTruth, SeedRun
 from ostr_ray.evidence.measures import (
     EdgeCorrelation,
@@ -91,7 +92,6 @@ from ostr_ray.evidence.stats import (
     count_param_free,
     has_nb201_cells,
     mean_std,
-    modal,
     ordered_criteria,
     pair_agreement,
     selection_scores,
@@ -132,7 +132,7 @@ def _consensus_cells(
     consensus_cells = {}
     for crit in criteria:
         cells = [r.final[crit] for r in included if crit in r.final]
-        consensus_cells[crit] = (consensus or {}).get(crit) or modal(cells)[0]
+        consensus_cells[crit] = (consensus or {}).get(crit) or modal_genotype(cells)[0]
     return consensus_cells
 
 
@@ -149,7 +149,7 @@ def _structure(
             {
                 "criterion": crit,
                 "n": len(cells),
-                "agreement": modal(list(cells.values()))[1],
+                "agreement": modal_genotype(list(cells.values()))[1],
                 "n_consensus": sum(c == consensus_cells[crit] for c in cells.values()),
                 "n_distinct": len(set(cells.values())),
                 "pair_agreement": pair_agreement([cells[s] for s in sorted(cells)]),

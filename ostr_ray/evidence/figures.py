@@ -15,13 +15,8 @@ import numpy as np
 from ostr_ray.core.criteria import list_criteria
 from ostr_ray.evidence.render import _label, _num
 from ostr_ray.evidence.stats import edge_name, parameter_free_set
+from ostr_ray.experiment.layout import EVIDENCE_FIGURES
 from searchspaces.nb201_genotype import EDGES as NB201_EDGES
-
-FIGURE_FILES = {
-    "accuracy": "evidence_accuracy_by_epoch.png",
-    "param_free": "evidence_param_free_ops.png",
-    "spearman": "evidence_spearman.png",
-}
 
 
 def _figure_bytes(fig: Any) -> bytes:
@@ -156,5 +151,5 @@ def make_figures(evidence: Mapping[str, Any]) -> dict[str, bytes]:
     ):
         png = draw(evidence["variants"])
         if png is not None:
-            figures[FIGURE_FILES[key]] = png
+            figures[EVIDENCE_FIGURES[key]] = png
     return figures

@@ -15,9 +15,7 @@ from ostr_ray.evidence.build import to_json
 from ostr_ray.evidence.figures import make_figures
 from ostr_ray.evidence.render import render_markdown
 from ostr_ray.experiment import LaunchDir, LaunchDirError
-
-MARKDOWN_FILE = "evidence.md"
-JSON_FILE = "evidence.json"
+from ostr_ray.experiment.layout import EVIDENCE_JSON, EVIDENCE_MARKDOWN
 
 
 def write_outputs(evidence: dict[str, Any], path: str | None = None, *, report: Any = None) -> list[str]:
@@ -30,9 +28,9 @@ def write_outputs(evidence: dict[str, Any], path: str | None = None, *, report: 
     evidence["figures"] = list(figures)
     for name, data in figures.items():
         written.append(storage.write_bytes(name, data))
-    written.append(storage.write_text(MARKDOWN_FILE, render_markdown(evidence)))
+    written.append(storage.write_text(EVIDENCE_MARKDOWN, render_markdown(evidence)))
     payload = to_json(evidence, **({"report": report} if report is not None else {}))
-    written.append(storage.write_text(JSON_FILE, json.dumps(payload, indent=1)))
+    written.append(storage.write_text(EVIDENCE_JSON, json.dumps(payload, indent=1)))
     return written
 
 

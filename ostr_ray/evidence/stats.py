@@ -10,7 +10,6 @@ written out in :mod:`ostr_ray.evidence.analysis`.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from itertools import combinations
@@ -74,15 +73,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     if a.size < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()) or np.ptp(a) == 0 or np.ptp(b) == 0:
         return math.nan
     return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
-
-
-def modal(cells: Sequence[str]) -> tuple[str | None, float]:
-    """Most common cell (ties: smallest string) and the share of ``cells`` holding it."""
-    counts = Counter(c for c in cells if c)
-    if not counts:
-        return None, 0.0
-    best = min(counts, key=lambda c: (-counts[c], c))
-    return best, counts[best] / len(cells)
 
 
 def pair_agreement(cells: Sequence[str]) -> float:

@@ -11,10 +11,19 @@ A launch directory (``<storage>/<name>``)::
     .driver.lock         held (an OS file lock) by the driving process for its whole life
     mlflow.db            the launch's own SQLite MLflow store (unless --tracking-uri points elsewhere)
     mlartifacts/         that store's artifacts
-    evidence.md, evidence.json, fig_*.png    written by ``ostr-ray report``
+    evidence.md, evidence.json, evidence_*.png    written by ``ostr-ray report``
     <variant>-seed<k>/   one trial: Tune's files, worker.pid, and its search's report.json (a SearchRecord)
 
 A search directory (``ostr-ray search --out``): ``checkpoint.pt`` and ``report.json`` (a SearchRecord).
+
+A retrain run directory (``<storage>/<name>``, Ray Train's ``RunConfig(name, storage_path)``)::
+
+    retrain.json         RetrainSpec: everything ``ostr-ray retrain --resume`` needs
+    checkpoint_*/        Ray Train's checkpoints (the newest two), each holding
+        state.pt         the model, optimizer, schedule and epoch (``torch.save``)
+        history.json     every finished epoch's metrics so far (the driver logs them to MLflow)
+
+Storage defaults to :data:`DEFAULT_STORAGE` (relative to the working directory) for launches, searches and retrains.
 """
 
 from __future__ import annotations
@@ -48,6 +57,21 @@ ARTIFACTS = "mlartifacts"
 WORKER_PID = "worker.pid"
 SEARCH_REPORT = REPORT
 CHECKPOINT = CHECKPOINT_NAME
+EVIDENCE_MARKDOWN = "evidence.md"
+EVIDENCE_JSON = "evidence.json"
+EVIDENCE_FIGURES = {
+    "accuracy": "evidence_accuracy_by_epoch.png",
+    "param_free": "evidence_param_free_ops.png",
+    "spearman": "evidence_spearman.png",
+}
+"""Each evidence figure's key -> its file name in the launch directory."""
+RETRAIN_SPEC = "retrain.json"
+RETRAIN_CHECKPOINTS = "checkpoint_*"
+"""Ray Train's checkpoint folders in a retrain run directory."""
+RETRAIN_STATE = "state.pt"
+RETRAIN_HISTORY = "history.json"
+DEFAULT_STORAGE = "ostr_runs"
+"""Where launch, search and retrain directories go unless ``--storage`` (``--out``) says otherwise."""
 
 
 def trial_dirname(variant: str, seed: int) -> str:
@@ -55,9 +79,14 @@ def trial_dirname(variant: str, seed: int) -> str:
     return f"{variant}-seed{seed}"
 
 
-def trial_run_name(variant: str, seed: int) -> str:
-    """``<variant>/<seed>``: a trial's key in :class:`MlflowRunMap` and its MLflow tag."""
+def trial_run_key(variant: str, seed: int) -> str:
+    """``<variant>/<seed>``: a trial's key in :class:`MlflowRunMap` and its ``ostr.trial`` MLflow tag (its MLflow
+    run's *name* is :func:`ostr_ray.tracking.schema.trial_run_name`)."""
     return f"{variant}/{seed}"
+
+
+trial_run_name = trial_run_key
+"""Deprecated alias of :func:`trial_run_key`, kept only until ``orchestration/run.py`` imports the new name."""
 
 
 class LaunchDirError(ValueError):
@@ -210,3 +239,49 @@ class SearchDir:
 
     def write_record(self, record: SearchRecord) -> str:
         return self.storage.write_text(SEARCH_REPORT, json.dumps(record.to_json(), indent=1))
+
+
+class RetrainCheckpoint:
+    """One retrain checkpoint folder (Ray Train's, or the worker's before it hands it over): the training state
+    and the metrics history of every epoch up to it."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    @property
+    def state(self) -> Path:
+        return self.folder / RETRAIN_STATE
+
+    @property
+    def history_file(self) -> Path:
+        return self.folder / RETRAIN_HISTORY
+
+    def is_complete(self) -> bool:
+        """The history is written after the state, so a folder holding it holds both."""
+        return self.history_file.is_file()
+
+    def read_history(self) -> list[dict[str, Any]]:
+        """Every epoch's metrics up to this checkpoint; empty when there is no history."""
+        return json.loads(self.history_file.read_text()) if self.is_complete() else []
+
+    def write_history(self, history: list[dict[str, Any]]) -> None:
+        self.history_file.write_text(json.dumps(history))
+
+
+class RetrainDir:
+    """A retrain's run directory: its spec and Ray Train's checkpoints (see the module docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+
+    def __repr__(self) -> str:
+        return f"RetrainDir({str(self.path)!r})"
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / RETRAIN_SPEC
+
+    def latest_checkpoint(self) -> RetrainCheckpoint | None:
+        """The newest complete checkpoint (after a failed fit: the epochs that did finish); None if none."""
+        folders = sorted(p for p in self.path.glob(RETRAIN_CHECKPOINTS) if RetrainCheckpoint(p).is_complete())
+        return RetrainCheckpoint(folders[-1]) if folders else None

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ostr_ray.core.criteria import DEFAULT_CRITERION
 from ostr_ray.core.events import EpochReport, SearchResult
 from ostr_ray.core.summaries import LaunchSummary
 from ostr_ray.experiment.storage import join, resolve
@@ -59,7 +60,7 @@ class LaunchSpec:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 2
-    criterion: str = "ostr"
+    criterion: str = DEFAULT_CRITERION
     """The criterion the coordinator watches (consensus, agreement, experiment stop)."""
     patience: int = 0
     """The experiment stop's C; each variant's own patience drives its seeds' Algorithm 1."""

@@ -1,12 +1,16 @@
 """The driver side of a launch inside Ray Tune: the coordinator as a ``tune.Callback`` and a ``tune.Stopper``.
 
-The coordinator's history travels in Tune's experiment state through ``get_state``/``set_state``, so a
-restored experiment continues with every epoch it had summarised; its snapshot (``coordinator.json``) is
-rewritten after every event.
+The coordinator's state travels in Tune's experiment state through ``get_state``/``set_state``, so a
+restored experiment continues with every epoch it had summarised. That state is the coordinator's compact one
+(O(seeds)); the reports and statistics of past epochs go to the launch's ``driver-journal/`` (see
+:mod:`ostr_ray.core.journal`). Its snapshot (``coordinator.json``, O(seeds) to write) is rewritten at every
+decision (a summarised epoch, a trial that ended) and otherwise at most every :data:`SNAPSHOT_EVERY_S`.
 """
 
 from __future__ import annotations
 
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +18,13 @@ from ray import tune
 
 from ostr_ray.core.coordinator import Coordinator, TrialKey
 from ostr_ray.core.events import call
+from ostr_ray.core.journal import JOURNAL_DIR, DiskJournal
 from ostr_ray.experiment import LaunchDir
-from ostr_ray.experiment.storage import add_mirror
+from ostr_ray.experiment.storage import Storage, add_mirror
 from ostr_ray.orchestration.trial import FAILED_KEY, STOP_KEY, failed_seeds_in, reports_in, trial_seeds
+
+SNAPSHOT_EVERY_S = 2.0
+"""The most often a plain epoch report rewrites ``coordinator.json`` (decisions always do)."""
 
 
 def trial_keys(trial: Any) -> list[TrialKey]:
@@ -28,7 +36,8 @@ def trial_keys(trial: Any) -> list[TrialKey]:
 class CoordinatorCallback(tune.Callback):
     """Feeds every trial's epoch reports to the :class:`Coordinator`; snapshots it beside the experiment.
 
-    Listeners (the live view, the MLflow recorder) get ``on_trial_report(key, report)`` for every report,
+    Listeners (the live view, the MLflow recorder) get ``run_in_background()`` and ``drain()`` where they have
+    them (at the first result and at the experiment's end), ``on_trial_report(key, report)`` for every report,
     epochs re-sent by a retried or restored trial included, ``on_epoch_stats(stats)``, and, where they have
     it, ``on_trial_finished(key, status, reason)`` once a trial ends (finished, stopped or failed).
     """
@@ -38,12 +47,29 @@ class CoordinatorCallback(tune.Callback):
         self.experiment_path = experiment_path
         self.view: Any = None
         self.listeners: list[Any] = []
+        self._snapshot_at = 0.0
+        self._snapshot_due = False
 
     def __getstate__(self) -> dict[str, Any]:  # the live view and listeners are process-local
         return {**self.__dict__, "view": None, "listeners": []}
 
+    def journal_path(self) -> Path:
+        """The launch's ``driver-journal/``; a remote launch keeps its journal in a local temporary folder
+        (appending to object storage is not possible), which a resume on another machine starts afresh."""
+        if not Storage(self.experiment_path).is_remote:
+            return Path(LaunchDir(self.experiment_path).file(JOURNAL_DIR))
+        return Path(tempfile.gettempdir()) / "ostr-ray-journals" / Path(self.experiment_path).name
+
+    def _use_journal(self, *, keep: bool = False) -> None:
+        """The coordinator journals into this launch's folder (again after a restore or a moved directory)."""
+        path = self.journal_path()
+        if getattr(self.coordinator.journal, "directory", None) != path:
+            self.coordinator.use_journal(DiskJournal(path), keep=keep)
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._remember_staging(trial)
+        self._use_journal()
+        call(self.listeners, "run_in_background")  # the MLflow recorder: its store calls off the driver's loop
         variant = trial.config["trial"]["variant"]
         new_stats = []
         for report in reports_in(result):
@@ -59,7 +85,12 @@ class CoordinatorCallback(tune.Callback):
         self._relay_stats(new_stats)
         for seed in failed:
             self._relay_finished(TrialKey(variant, seed))
-        self._snapshot()
+        self._snapshot(force=bool(new_stats or failed))
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """Tune's loop turns several times a second: a snapshot held back by the rate limit is written here."""
+        if self._snapshot_due:
+            self._snapshot(force=False)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end_seeds(trial, "finished", "")
@@ -76,14 +107,16 @@ class CoordinatorCallback(tune.Callback):
         self._snapshot()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        call(self.listeners, "drain")
         if self.view is not None:
             self.view.close()
         self._snapshot()
 
     def get_state(self) -> dict[str, Any]:
-        return self.coordinator.state_dict()
+        return self.coordinator.compact_state()
 
     def set_state(self, state: dict[str, Any]) -> None:
+        self._use_journal(keep=True)
         self.coordinator.load_state_dict(state)
 
     def _relay_stats(self, new_stats: list) -> None:
@@ -95,8 +128,15 @@ class CoordinatorCallback(tune.Callback):
         status, reason = self.coordinator.trial_status(key)
         call(self.listeners, "on_trial_finished", key, status, reason)
 
-    def _snapshot(self) -> None:
+    def _snapshot(self, force: bool = True) -> None:
+        """Write ``coordinator.json`` (and refresh the live table): always when ``force``, else at most every
+        :data:`SNAPSHOT_EVERY_S` (a report of 1,000 running seeds would otherwise rewrite all 1,000)."""
+        now = time.monotonic()
+        if not force and now - self._snapshot_at < SNAPSHOT_EVERY_S:
+            self._snapshot_due = True
+            return
         LaunchDir(self.experiment_path).write_snapshot(self.coordinator.summary())
+        self._snapshot_at, self._snapshot_due = now, False
         if self.view is not None:
             self.view.refresh()
 

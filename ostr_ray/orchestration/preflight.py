@@ -106,9 +106,13 @@ def check_trials(spec: LaunchSpec) -> None:
 
 def check_memory(spec: LaunchSpec, *, local: bool) -> None:
     """Estimate each variant's memory per trial (:mod:`ostr_ray.core.memory`); reserve it with Ray for CPU
-    trials (``spec.extra["memory_bytes"]``) and, on a local cluster, refuse a trial this node cannot hold."""
+    trials (``spec.extra["memory_bytes"]``) and, on a local cluster, refuse a trial this node cannot hold.
+
+    GPU trials are not checked here: the driver's node may not have their GPU (nor one like it). Each GPU
+    trial checks its own device before it reads any data, with
+    :func:`ostr_ray.core.memory.check_device_memory`."""
     if spec.gpus_per_trial > 0:
-        return  # GPU memory is checked where the trial runs; this node may not even have the GPU
+        return
     import torch
 
     from ostr_ray.core.memory import available_memory, check_search_memory

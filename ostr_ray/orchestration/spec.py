@@ -2,6 +2,10 @@
 
 Every check that can fail on bad input runs here (seeds, variants, resources, data, tables, tracking), so a
 mistake costs one line and exit status 2 instead of a cluster start and five failed trials.
+
+The launch's settings are declared here, once: :class:`LaunchOptions` and its groups (:class:`DataOptions`, shared
+with ``ostr-ray search``, :class:`StopOptions`, :class:`ClusterOptions`) carry their flags' help text as field
+metadata; the CLI expands them into its options and hands the filled object to :func:`build_spec` as it is.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ostr_ray.core.config import build_config, list_presets
+from ostr_ray.core.config import build_config, list_presets, parse_override
+from ostr_ray.core.fieldtypes import option
 from ostr_ray.experiment import LaunchSpec
+from ostr_ray.experiment.layout import DEFAULT_STORAGE
 from ostr_ray.experiment.storage import is_uri, join, resolve
 from searchspaces import get_space, list_spaces
 
@@ -23,28 +29,72 @@ class LaunchError(ValueError):
 
 
 @dataclass
-class LaunchOptions:
-    """What a user chooses for a launch, as the CLI gathers it (see ``ostr-ray launch --help``)."""
+class DataOptions:
+    """What data a search reads, over the preset's: the data flags of ``ostr-ray launch`` and ``search``."""
 
-    preset: str = "demo"
-    spaces: str | None = None
-    seeds: str = "5"
-    storage: str | None = None
-    name: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_failures: int = 2
-    criterion: str | None = None
+    dataset: str | None = option(None, "cifar10, cifar100, imagenet (streamed tree), imagefolder, digits, synthetic.")
+    data_dir: str | None = option(None, "Data root (class-folder tree for imagefolder).")
+    download: bool = option(False, "Download torchvision data sets when missing.")
+    epochs: int | None = option(None, "Override the preset's epochs.")
+    nb201_table: str | None = option(None, "NB201 ground-truth table (CSV or NATS) for every epoch.")
+    set_: list[str] | None = option(None, "Any setting as key=value (YAML value).", "--set")
+
+    def overrides(self, **more: Any) -> dict[str, Any]:
+        """The search settings these options override: ``--set`` first, then the named flags and ``more``
+        (an unset flag, None, overrides nothing)."""
+        values = dict(parse_override(s) for s in self.set_ or [])
+        flags = dict(
+            dataset=self.dataset,
+            data_dir=self.data_dir,
+            download=self.download or None,
+            epochs=self.epochs,
+            nb201_table=self.nb201_table,
+            **more,
+        )
+        values.update({k: v for k, v in flags.items() if v is not None})
+        return values
+
+
+@dataclass
+class StopOptions:
+    """Algorithm 1 per seed and the consensus stop of a launch."""
+
+    criterion: str | None = option(None, "Criterion the stability rules watch (default: the preset's).")
     """Overrides every variant's criterion (else each keeps its preset's)."""
-    patience: int | None = None
+    patience: int | None = option(None, "C: epochs a genotype must hold (0 = run all).")
     """Overrides every variant's patience (else each keeps its preset's)."""
-    agreement: float = 0.8
-    seed_stop: bool = True
-    experiment_stop: bool = True
-    tracking_uri: str | None = None
-    seeds_per_trial: int = 1
-    """Seeds searched as one batched model per trial (one kernel serves them all; see core/batched.py)."""
+    agreement: float = option(0.8, "Share of seeds that must agree to stop the launch.")
+    seed_stop: bool = option(True, "Per-seed Algorithm 1.")
+    experiment_stop: bool = option(True, "Stop all once the consensus held.")
+
+
+@dataclass
+class ClusterOptions:
+    """Where a launch runs and records."""
+
+    address: str | None = option(None, "Join a running Ray cluster ('auto'); else start one.")
+    """Used by the run, not the spec: ``--resume`` may join another cluster than the launch did."""
+    storage: str | None = option(None, "Experiment storage: a path or s3://... URI.")
+    name: str | None = option(None, "Experiment name (a folder under --storage).")
+    tracking_uri: str | None = option(None, "MLflow tracking URI.")
+    cpus_per_trial: float = option(1.0, "CPUs per trial (also torch's threads).")
+    gpus_per_trial: float = option(0.0, "GPUs per trial; 0.25 packs four seeds per GPU.")
+    max_failures: int = option(2, "Retries of a failed trial from its last checkpoint.")
+    seeds_per_trial: int = option(1, "Seeds searched as one batched model per trial (one kernel serves them all).")
+    """See core/batched.py."""
+
+
+@dataclass
+class LaunchOptions:
+    """What a user chooses for a launch: the settings of ``ostr-ray launch`` (see its ``--help``), declared
+    once here; the CLI fills them from its flags and :func:`build_spec` resolves and checks them."""
+
+    preset: str = option("demo", "Preset for every trial (see `ostr-ray presets`).")
+    seeds: str = option("5", "A count (5 = seeds 0..4) or a list (3,7,11).")
+    spaces: str | None = option(None, "Variants: spaces (nb201,darts,pcdarts) or presets.")
+    data: DataOptions = field(default_factory=DataOptions)
+    stop: StopOptions = field(default_factory=StopOptions)
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -116,17 +166,17 @@ def default_name(variants: dict[str, Any]) -> str:
     return f"launch-{'+'.join(variants)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _check_numbers(options: LaunchOptions) -> None:
-    if not 0 < options.agreement <= 1:
-        raise LaunchError(f"--agreement {options.agreement!r} must be in (0, 1]")
-    if options.gpus_per_trial < 0 or options.cpus_per_trial <= 0:
+def _check_numbers(stop: StopOptions, cluster: ClusterOptions) -> None:
+    if not 0 < stop.agreement <= 1:
+        raise LaunchError(f"--agreement {stop.agreement!r} must be in (0, 1]")
+    if cluster.gpus_per_trial < 0 or cluster.cpus_per_trial <= 0:
         raise LaunchError(
-            f"resources per trial must be positive (cpus {options.cpus_per_trial!r}, gpus {options.gpus_per_trial!r})"
+            f"resources per trial must be positive (cpus {cluster.cpus_per_trial!r}, gpus {cluster.gpus_per_trial!r})"
         )
-    if options.max_failures < 0:
-        raise LaunchError(f"--max-failures {options.max_failures!r} must be >= 0")
-    if options.seeds_per_trial < 1:
-        raise LaunchError(f"--seeds-per-trial {options.seeds_per_trial!r} must be >= 1")
+    if cluster.max_failures < 0:
+        raise LaunchError(f"--max-failures {cluster.max_failures!r} must be >= 0")
+    if cluster.seeds_per_trial < 1:
+        raise LaunchError(f"--seeds-per-trial {cluster.seeds_per_trial!r} must be >= 1")
 
 
 def _check_groups(variants: dict[str, dict[str, Any]], seeds: list[int], per_trial: int) -> None:
@@ -145,34 +195,31 @@ def build_spec(options: LaunchOptions) -> LaunchSpec:
 
     ``--criterion`` / ``--patience`` apply to every variant; without them each variant keeps its preset's,
     and the coordinator watches each variant's own criterion and patience."""
+    stop, cluster = options.stop, options.cluster
     seeds = parse_seeds(options.seeds)
-    overrides = dict(options.overrides)
-    if options.criterion is not None:
-        overrides["criterion"] = options.criterion
-    if options.patience is not None:
-        overrides["patience"] = options.patience
+    overrides = options.data.overrides(criterion=stop.criterion, patience=stop.patience)
     variants = resolve_variants(options.spaces, options.preset, overrides)
-    _check_numbers(options)
-    _check_groups(variants, seeds, options.seeds_per_trial)
+    _check_numbers(stop, cluster)
+    _check_groups(variants, seeds, cluster.seeds_per_trial)
     check_data_sources(variants)
     first = next(iter(variants.values()))
-    storage = resolve(options.storage or "ostr_runs")
+    storage = resolve(cluster.storage or DEFAULT_STORAGE)
     spec = LaunchSpec(
         variants=variants,
         seeds=seeds,
-        name=options.name or default_name(variants),
+        name=cluster.name or default_name(variants),
         storage=storage,
-        cpus_per_trial=options.cpus_per_trial,
-        gpus_per_trial=options.gpus_per_trial,
-        max_failures=options.max_failures,
+        cpus_per_trial=cluster.cpus_per_trial,
+        gpus_per_trial=cluster.gpus_per_trial,
+        max_failures=cluster.max_failures,
         criterion=first["criterion"],
         patience=int(first["patience"]),
-        agreement=options.agreement,
-        seed_stop=options.seed_stop,
-        experiment_stop=options.experiment_stop,
+        agreement=stop.agreement,
+        seed_stop=stop.seed_stop,
+        experiment_stop=stop.experiment_stop,
         # kept in launch.json, so --resume records into the same MLflow store; None = the launch's own SQLite
-        tracking_uri=options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
-        seeds_per_trial=options.seeds_per_trial,
+        tracking_uri=cluster.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
+        seeds_per_trial=cluster.seeds_per_trial,
     )
     if spec.tracking_uri is None and is_uri(join(storage, spec.name)):
         raise LaunchError(

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ostr_ray.core.criteria import DEFAULT_CRITERION
 from ostr_ray.core.summaries import LaunchSummary
 from ostr_ray.experiment import LaunchDir, LaunchDirError, LaunchReport
 from ostr_ray.orchestration.ownership import driver_alive
@@ -54,7 +55,7 @@ def launch_status(path: str, now: float | None = None) -> LaunchStatus:
 
 def _starting_summary(launch: LaunchDir) -> LaunchSummary:
     spec = launch.read_spec(required=False)
-    return LaunchSummary(criterion=spec.criterion if spec else "ostr")
+    return LaunchSummary(criterion=spec.criterion if spec else DEFAULT_CRITERION)
 
 
 def _live_reason(driver: Any, snapshot: Any, now: float) -> str:

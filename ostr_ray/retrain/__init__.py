@@ -17,87 +17,64 @@ What happens, in order (and where)
    (:mod:`~ostr_ray.retrain.worker`): DDP through ``ray.train.torch.prepare_model``, one checkpoint per epoch,
    automatic restarts from the latest checkpoint (``FailureConfig``). The per-epoch history travels inside the
    checkpoints, so after ``fit`` the driver logs every epoch's metrics to the run, including epochs trained
-   before a worker failure or before a ``--resume`` (:func:`resume_retrain`).
+   before a worker failure or before a ``--resume`` (:func:`resume_retrain`). The run directory's files are
+   named in :class:`ostr_ray.experiment.RetrainDir`.
 
-Layering: protocols, mlflow_run, genotypes, network, spec, worker, driver; each module imports only siblings
-listed before it, directly (never this package), and Ray and MLflow lazily, inside the functions that need them.
+Layering: protocols, options, mlflow_run, genotypes, network, spec, worker, driver; each module imports only
+siblings listed before it, directly (never this package), and Ray and MLflow lazily, inside the functions that need
+them. :mod:`~ostr_ray.retrain.options` holds :class:`RetrainOptions`, what the user asks (the CLI's flags are
+declared there, once).
 """
 
-from ostr_ray.retrain.driver import read_history, resume_retrain, run_retrain
-from ostr_ray.retrain.genotypes import MLFLOW_RUN_ID, decode_genotype, resolve_genotype
-from ostr_ray.retrain.mlflow_run import DEFAULT_EXPERIMENT, tracking_uri_for
-from ostr_ray.retrain.network import FLOPS_CONVENTION, build_network, measure_network
-from ostr_ray.retrain.protocols import (
-    AUGMENTS,
-    SCHEDULES,
-    RetrainConfig,
-    RetrainError,
-    build_retrain_config,
-    config_from_dict,
-    effective_lr,
-    list_protocols,
-    load_protocol,
-    lr_factor,
-    parse_set,
-    protocol_dir,
-)
-from ostr_ray.retrain.spec import (
-    DATASETS,
-    SPEC_FILE,
-    DataInfo,
-    RetrainOptions,
-    RetrainSpec,
-    check_data,
-    default_protocol,
-    load_spec,
-    prepare_retrain,
-)
-from ostr_ray.retrain.worker import (
-    HISTORY_FILE,
-    STATE_FILE,
-    make_optimizer,
-    shard_stream,
-    train_loop_per_worker,
-    train_step,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "AUGMENTS",
-    "DATASETS",
-    "DEFAULT_EXPERIMENT",
-    "FLOPS_CONVENTION",
-    "HISTORY_FILE",
-    "MLFLOW_RUN_ID",
-    "SCHEDULES",
-    "SPEC_FILE",
-    "STATE_FILE",
-    "DataInfo",
-    "RetrainConfig",
-    "RetrainError",
-    "RetrainOptions",
-    "RetrainSpec",
-    "default_protocol",
-    "build_network",
-    "build_retrain_config",
-    "check_data",
-    "config_from_dict",
-    "decode_genotype",
-    "effective_lr",
-    "list_protocols",
-    "load_protocol",
-    "load_spec",
-    "lr_factor",
-    "make_optimizer",
-    "measure_network",
-    "parse_set",
-    "prepare_retrain",
-    "protocol_dir",
-    "read_history",
-    "resolve_genotype",
-    "resume_retrain",
-    "shard_stream",
-    "run_retrain",
-    "tracking_uri_for",
-    "train_loop_per_worker",
-    "train_step",
-]
+_EXPORTS = {
+    "protocols": (
+        "AUGMENTS",
+        "SCHEDULES",
+        "RetrainConfig",
+        "RetrainError",
+        "build_retrain_config",
+        "config_from_dict",
+        "effective_lr",
+        "list_protocols",
+        "load_protocol",
+        "lr_factor",
+        "parse_set",
+        "protocol_dir",
+    ),
+    "options": ("RetrainOptions", "RetrainPlacement", "RetrainRecipe", "RetrainSource"),
+    "mlflow_run": ("DEFAULT_EXPERIMENT", "tracking_uri_for"),
+    "genotypes": ("MLFLOW_RUN_ID", "decode_genotype", "resolve_genotype"),
+    "network": ("FLOPS_CONVENTION", "build_network", "measure_network"),
+    "spec": (
+        "DATASETS",
+        "SPEC_FILE",
+        "DataInfo",
+        "RetrainSpec",
+        "check_data",
+        "default_protocol",
+        "load_spec",
+        "prepare_retrain",
+    ),
+    "worker": ("make_optimizer", "shard_stream", "train_loop_per_worker", "train_step"),
+    "driver": ("read_history", "resume_retrain", "run_retrain"),
+}
+"""Module -> the names this package exports from it, imported on first use (PEP 562): the CLI builds its options
+from :mod:`.options` on every start, and importing the driver or the genotype lookup would pull in MLflow."""
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

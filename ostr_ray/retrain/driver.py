@@ -16,11 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ostr_ray.experiment import RetrainCheckpoint, RetrainDir
 from ostr_ray.orchestration import cluster
 from ostr_ray.retrain.mlflow_run import _log_history, _open_mlflow_run, tracking_uri_for
 from ostr_ray.retrain.protocols import RetrainError, config_from_dict
 from ostr_ray.retrain.spec import RetrainSpec, _save_spec, load_spec
-from ostr_ray.retrain.worker import HISTORY_FILE, train_loop_per_worker
+from ostr_ray.retrain.worker import train_loop_per_worker
 from ostr_ray.tracking import schema
 from ostr_ray.tracking.store import client as mlflow_client
 from ostr_ray.tracking.store import one_line
@@ -78,8 +79,7 @@ def read_history(checkpoint: Any) -> list[dict[str, Any]]:
     if checkpoint is None:
         return []
     with checkpoint.as_directory() as folder:
-        path = Path(folder) / HISTORY_FILE
-        return json.loads(path.read_text()) if path.is_file() else []
+        return RetrainCheckpoint(folder).read_history()
 
 
 def run_retrain(
@@ -116,10 +116,10 @@ def run_retrain(
         **spec.summary(),
         "mlflow_run_id": spec.mlflow_run_id,
         "tracking_uri": spec.tracking_uri,
-        "epochs_done": last.get("epoch", 0),
-        "test_top1": last.get("test_top1"),
-        "test_top5": last.get("test_top5"),
-        "best_test_top1": max((h["test_top1"] for h in history), default=None),
+        schema.EPOCHS_DONE: last.get("epoch", 0),
+        schema.TEST_TOP1: last.get(schema.TEST_TOP1),
+        schema.TEST_TOP5: last.get(schema.TEST_TOP5),
+        schema.BEST_TOP1: max((h[schema.TEST_TOP1] for h in history), default=None),
         "history": history,
     }
 
@@ -135,7 +135,8 @@ def _finish_mlflow_run(spec: RetrainSpec, client: Any, result: Any, error: BaseE
         history = read_history(checkpoint)
         _log_history(client, spec.mlflow_run_id, history)
         with tempfile.TemporaryDirectory() as folder:
-            for name, payload in ((HISTORY_FILE, history), (schema.RETRAIN_GENOTYPE_ARTIFACT, spec.genotype_json)):
+            artifacts = ((schema.HISTORY_ARTIFACT, history), (schema.RETRAIN_GENOTYPE_ARTIFACT, spec.genotype_json))
+            for name, payload in artifacts:
                 (Path(folder) / name).write_text(json.dumps(payload, indent=1))
                 client.log_artifact(spec.mlflow_run_id, str(Path(folder) / name))
         if error is not None:
@@ -153,8 +154,8 @@ def _latest_checkpoint(spec: RetrainSpec) -> Any:
     """Latest checkpoint folder in the run dir (after a failed fit, to log the epochs that did finish)."""
     from ray.train import Checkpoint
 
-    folders = sorted(p for p in spec.run_dir.glob("checkpoint_*") if (p / HISTORY_FILE).is_file())
-    return Checkpoint.from_directory(str(folders[-1])) if folders else None
+    latest = RetrainDir(spec.run_dir).latest_checkpoint()
+    return Checkpoint.from_directory(str(latest.folder)) if latest else None
 
 
 def resume_retrain(

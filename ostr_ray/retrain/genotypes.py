@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ostr_ray.experiment import LaunchDir, LaunchDirError, LaunchReport, MlflowRunMap, SearchDir
+from ostr_ray.core.criteria import DEFAULT_CRITERION
+from ostr_ray.experiment import LaunchDir, LaunchDirError, LaunchReport, MlflowRunMap, SearchDir, trial_run_key
 from ostr_ray.retrain.protocols import RetrainError
 from ostr_ray.tracking import schema
 from ostr_ray.tracking.store import client as mlflow_client
@@ -129,7 +130,7 @@ def _from_directory(
         record = search.read_record()
     except LaunchDirError as exc:
         raise RetrainError(str(exc)) from None
-    crit = criterion or record.config.get("criterion", "ostr")
+    crit = criterion or record.config.get("criterion", DEFAULT_CRITERION)
     text = record.result.final_genotypes.get(crit)
     if not text:
         raise RetrainError(
@@ -148,7 +149,7 @@ def _pick_genotype(data: Mapping[str, Any], criterion: str | None, what: str) ->
         if not table.get(criterion):
             raise RetrainError(f"{what} has no genotype for criterion {criterion!r}; it has {sorted(table)}")
         return table[criterion]
-    for key in ("consensus", "consensus_genotype", "ostr"):
+    for key in ("consensus", "consensus_genotype", DEFAULT_CRITERION):
         if table.get(key):
             return table[key]
     genotypes = [v for v in table.values() if v]
@@ -170,7 +171,7 @@ def _from_launch_report(
     data = report.variants[variant]
     config = report.launch.variants.get(variant, {}) if report.launch else {}
     space_hint = data.space or config.get("space")
-    crit = criterion or data.criterion or report.criterion or config.get("criterion") or "ostr"
+    crit = criterion or data.criterion or report.criterion or config.get("criterion") or DEFAULT_CRITERION
     runs = _launch_mlflow_runs(launch)
     source: dict[str, Any] = {
         "kind": "launch",
@@ -187,7 +188,7 @@ def _from_launch_report(
         text = data.seeds[seed].genotypes.get(crit)
         if not text:
             raise RetrainError(f"seed {seed} of launch {where} has no {crit!r} genotype")
-        trial_run = runs.children.get(f"{variant}/{seed}")
+        trial_run = runs.children.get(trial_run_key(variant, seed))
         source.update(seed=seed, criterion=crit, search_run_id=trial_run or source["search_run_id"])
     elif criterion is not None:
         text = data.criterion_consensus.get(criterion)
@@ -235,8 +236,13 @@ def _from_mlflow(
             parent_tags = client.get_run(tags[schema.PARENT_RUN]).data.tags
         except MlflowException:
             parent_tags = {}
-    space_hint = tags.get(schema.SPACE) or params.get("space")
-    default_crit = tags.get(schema.CRITERION) or parent_tags.get(schema.CRITERION) or params.get("criterion") or "ostr"
+    space_hint = tags.get(schema.SPACE) or params.get(schema.SPACE_PARAM)
+    default_crit = (
+        tags.get(schema.CRITERION)
+        or parent_tags.get(schema.CRITERION)
+        or params.get(schema.CRITERION_PARAM)
+        or DEFAULT_CRITERION
+    )
     consensus = _consensus_tag(tags, variant, run.info.run_id)
     text = None
     if criterion is not None:
@@ -274,11 +280,12 @@ def _consensus_tag(tags: Mapping[str, str], variant: str | None, run_id: str) ->
     """The consensus genotype tag: ``consensus_genotype`` (the tracking module's, one variant),
     ``<variant>/consensus_genotype`` (several variants) or ``ostr.consensus_genotype``."""
     if variant is not None:
-        return tags.get(f"{variant}/{CONSENSUS_TAGS[0]}")
+        return tags.get(schema.variant_key(variant, schema.CONSENSUS))
     for name in CONSENSUS_TAGS:
         if tags.get(name):
             return tags[name]
-    per_variant = {k.split("/")[0]: v for k, v in tags.items() if k.endswith("/" + CONSENSUS_TAGS[0]) and v}
+    split = ((*schema.split_variant_key(key), value) for key, value in tags.items())
+    per_variant = {v: value for v, name, value in split if v and name == schema.CONSENSUS and value}
     if len(per_variant) > 1:
         raise RetrainError(f"MLflow run {run_id} has variants {sorted(per_variant)}; pick one with --variant")
     return next(iter(per_variant.values()), None)
@@ -292,7 +299,7 @@ def _child_for_seed(client: Any, run: Any, seed: int, variant: str | None) -> An
     matches = [
         child
         for child in children
-        if str(seed) in (child.data.tags.get(schema.SEED), child.data.params.get("seed"))
+        if str(seed) in (child.data.tags.get(schema.SEED), child.data.params.get(schema.SEED_PARAM))
         and variant in (None, child.data.tags.get(schema.VARIANT))
     ]
     if len(matches) == 1:

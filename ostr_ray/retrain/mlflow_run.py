@@ -117,7 +117,7 @@ def _log_history(client: Any, run_id: str, history: list[dict[str, Any]]) -> Non
     run) are skipped, so every epoch appears once."""
     from mlflow.entities import Metric
 
-    done = {m.step for m in client.get_metric_history(run_id, schema.RETRAIN_EPOCH_METRICS[2])}
+    done = {m.step for m in client.get_metric_history(run_id, schema.TEST_TOP1)}
     metrics = [
         Metric(key, float(entry[key]), int(entry.get("time", time.time()) * 1000), int(entry["epoch"]))
         for entry in history
@@ -130,7 +130,7 @@ def _log_history(client: Any, run_id: str, history: list[dict[str, Any]]) -> Non
     if history:
         now = int(time.time() * 1000)
         last = history[-1]
-        best = max(entry["test_top1"] for entry in history)
+        best = max(entry[schema.TEST_TOP1] for entry in history)
         finals = [
             Metric(schema.BEST_TOP1, best, now, int(last["epoch"])),
             Metric(schema.EPOCHS_DONE, last["epoch"], now, 0),

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ostr_ray.data import DATASETS, DataError
+from ostr_ray.data import DATASETS, DataError, check_data_source, class_folder_check, class_names, get_source, split_dir
 from ostr_ray.fileio import atomic_write_text
 from ostr_ray.retrain.genotypes import resolve_genotype
 from ostr_ray.retrain.network import build_network, measure_network
+from ostr_ray.retrain.options import RetrainOptions, RetrainRecipe
 from ostr_ray.retrain.protocols import (
     RetrainConfig,
     RetrainError,
@@ -39,23 +40,11 @@ class DataInfo:
     streaming: bool
 
 
-def _split_dirs(root: Path) -> tuple[Path, Path]:
-    if not root.is_dir():
-        raise DataError(f"data dir {root} " + ("is not a directory" if root.exists() else "does not exist"))
-    train = root / "train" if (root / "train").is_dir() else root
-    for sub in ("test", "val"):
-        if (root / sub).is_dir():
-            return train, root / sub
-    raise DataError(f"data dir {root} has no test/ or val/ class-folder tree to evaluate on")
-
-
 def check_data(dataset: str, data_dir: str | None, config: RetrainConfig, *, dry_run: bool = False) -> DataInfo:
     """Cheap pre-flight of the data (folders and counts, no decoding): a wrong --data-dir fails here.
 
     A dry run needs no data on disk (sizing a network needs no images): the data set's registered class and
     image counts stand in, and an absent tree counts as ImageNet's."""
-    from ostr_ray.data import check_data_source, get_source
-
     if dataset not in DATASETS:
         raise RetrainError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     source = get_source(dataset)
@@ -79,12 +68,9 @@ def check_data(dataset: str, data_dir: str | None, config: RetrainConfig, *, dry
 
 
 def _tree_info(root: Path, *, streaming: bool) -> DataInfo:
-    from ostr_ray.data import class_folder_check
-
-    train, test = _split_dirs(root)
+    train, test = split_dir(root, train=True), split_dir(root, train=False)
     n_train, n_test = class_folder_check(train), class_folder_check(test)
-    classes = sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith("."))
-    test_classes = sorted(e.name for e in os.scandir(test) if e.is_dir() and not e.name.startswith("."))
+    classes, test_classes = class_names(train), class_names(test)
     if classes != test_classes:
         raise DataError(f"{train} and {test} have different class folders ({len(classes)} vs {len(test_classes)})")
     return DataInfo(len(classes), n_train, n_test, streaming=streaming)
@@ -148,46 +134,18 @@ class RetrainSpec:
         }
 
 
-@dataclass
-class RetrainOptions:
-    """What a user asks of ``ostr-ray retrain`` (the CLI gathers it; see ``ostr-ray retrain --help``)."""
-
-    genotype: str
-    """A genotype string or JSON, a JSON file, a launch or search directory, or an MLflow run id."""
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    protocol: str | None = None
-    """A protocol in launch/protocols or a YAML path; default: the space's own for the data set."""
-    augment: str | None = None
-    epochs: int | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    max_failures: int = 2
-    allow_large: bool = False
-    criterion: str | None = None
-    seed: int | None = None
-    variant: str | None = None
-    storage: str | None = None
-    name: str | None = None
-    tracking_uri: str | None = None
-    dry_run: bool = False
-
-
 def _check_resources(options: RetrainOptions) -> None:
-    if options.workers < 1:
-        raise RetrainError(f"--workers must be >= 1, got {options.workers}")
-    if options.cpus_per_worker <= 0 or options.gpus_per_worker < 0:
-        raise RetrainError(
-            f"resources per worker must be positive (cpus {options.cpus_per_worker}, gpus {options.gpus_per_worker})"
-        )
-    if options.gpus_per_worker > 1:
-        raise RetrainError(f"--gpus-per-worker {options.gpus_per_worker}: a DDP worker drives at most one GPU")
-    if options.max_failures < -1:
-        raise RetrainError(f"--max-failures must be >= -1 (-1 = unlimited), got {options.max_failures}")
-    if options.dataset not in DATASETS:
-        raise RetrainError(f"unknown dataset {options.dataset!r}; choose from {', '.join(DATASETS)}")
+    workers, cpus, gpus = options.placement.resources()
+    if workers < 1:
+        raise RetrainError(f"--workers must be >= 1, got {workers}")
+    if cpus <= 0 or gpus < 0:
+        raise RetrainError(f"resources per worker must be positive (cpus {cpus}, gpus {gpus})")
+    if gpus > 1:
+        raise RetrainError(f"--gpus-per-worker {gpus}: a DDP worker drives at most one GPU")
+    if options.placement.max_failures < -1:
+        raise RetrainError(f"--max-failures must be >= -1 (-1 = unlimited), got {options.placement.max_failures}")
+    if options.recipe.dataset not in DATASETS:
+        raise RetrainError(f"unknown dataset {options.recipe.dataset!r}; choose from {', '.join(DATASETS)}")
 
 
 def default_protocol(space: str, dataset: str) -> str:
@@ -200,16 +158,16 @@ def default_protocol(space: str, dataset: str) -> str:
     return protocol
 
 
-def _protocol_config(options: RetrainOptions, space: str) -> RetrainConfig:
-    protocol = options.protocol or default_protocol(space, options.dataset)
-    config = build_retrain_config(protocol, options.overrides, augment=options.augment, epochs=options.epochs)
+def _protocol_config(recipe: RetrainRecipe, space: str) -> RetrainConfig:
+    protocol = recipe.protocol or default_protocol(space, recipe.dataset)
+    config = build_retrain_config(protocol, recipe.overrides(), augment=recipe.augment, epochs=recipe.epochs)
     if config.spaces and space not in config.spaces:
         raise RetrainError(
             f"protocol {config.protocol!r} trains {', '.join(config.spaces)} genotypes, not {space!r}; "
-            f"use --protocol {default_protocol(space, options.dataset)}"
+            f"use --protocol {default_protocol(space, recipe.dataset)}"
         )
-    if options.dataset == "imagenet" and config.crop_padding:
-        raise RetrainError("streamed ImageNet uses RandomResizedCrop; set crop_padding=0")
+    if get_source(recipe.dataset).streams and config.crop_padding:
+        raise RetrainError(f"streamed {recipe.dataset} data uses RandomResizedCrop; set crop_padding=0")
     return config
 
 
@@ -236,42 +194,46 @@ def prepare_retrain(options: RetrainOptions) -> RetrainSpec:
     """Resolve and check every input and measure the network; no Ray, no MLflow writes, no training."""
     from ostr_ray.tracking.store import TrackingError, resolve_tracking_uri
 
+    if not options.genotype:
+        raise RetrainError("missing GENOTYPE (or --resume RUN_DIR)")
+    recipe, place = options.recipe, options.placement
     _check_resources(options)
-    storage_root = Path(options.storage or "ostr_runs").expanduser().resolve()
+    storage_root = Path(place.storage or "ostr_runs").expanduser().resolve()
     try:
-        lookup_uri = resolve_tracking_uri(options.tracking_uri, str(storage_root))
+        lookup_uri = resolve_tracking_uri(place.tracking_uri, str(storage_root))
     except TrackingError as exc:
         raise RetrainError(str(exc)) from None
     space, genotype, source = resolve_genotype(
         options.genotype,
-        criterion=options.criterion,
-        seed=options.seed,
-        variant=options.variant,
+        criterion=options.source.criterion,
+        seed=options.source.seed,
+        variant=options.source.variant,
         tracking_uri=lookup_uri,
     )
-    config = _protocol_config(options, space)
-    info = check_data(options.dataset, options.data_dir, config, dry_run=options.dry_run)
-    _check_batch(config, info, options.workers)
+    config = _protocol_config(recipe, space)
+    info = check_data(recipe.dataset, recipe.data_dir, config, dry_run=options.dry_run)
+    workers, cpus_per_worker, gpus_per_worker = place.resources()
+    _check_batch(config, info, workers)
     size = measure_network(build_network(space, genotype, config, info.num_classes), config.flops_resolution)
-    _check_size(size, config, options.allow_large)
+    _check_size(size, config, recipe.allow_large)
     return RetrainSpec(
         space=space,
         genotype=genotype.to_str(),
         genotype_json=genotype.to_json(),
         source=source,
-        dataset=options.dataset,
-        data_dir=str(Path(options.data_dir).expanduser().resolve()) if options.data_dir else None,
+        dataset=recipe.dataset,
+        data_dir=str(Path(recipe.data_dir).expanduser().resolve()) if recipe.data_dir else None,
         config=config.to_dict(),
         num_classes=info.num_classes,
         size=size,
-        workers=options.workers,
-        cpus_per_worker=options.cpus_per_worker,
-        gpus_per_worker=options.gpus_per_worker,
-        max_failures=options.max_failures,
+        workers=workers,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
+        max_failures=place.max_failures,
         storage=str(storage_root),
-        name=options.name or f"retrain-{space}-{config.protocol}-{time.strftime('%Y%m%d-%H%M%S')}",
+        name=place.name or f"retrain-{space}-{config.protocol}-{time.strftime('%Y%m%d-%H%M%S')}",
         # a launch dir's own store, so the retrain run lands beside (and nests under) its search runs
-        tracking_uri=options.tracking_uri or source.get("tracking_uri"),
+        tracking_uri=place.tracking_uri or source.get("tracking_uri"),
     )
 
 

@@ -4,7 +4,6 @@ training step shared with the GPU benchmark. Ray Train pickles the loop by refer
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -15,13 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ostr_ray.data import AugmentSpec, BatchStream, ImageData, make_imagefolder_loader, seed_from
+from ostr_ray.data import AugmentSpec, BatchStream, ImageData, get_source, make_imagefolder_loader, seed_from
+from ostr_ray.experiment import RetrainCheckpoint
 from ostr_ray.retrain.network import build_network
 from ostr_ray.retrain.protocols import RetrainConfig, config_from_dict, effective_lr, lr_factor
-
-# A checkpoint's two files; the driver reads the history back to log every finished epoch.
-STATE_FILE = "state.pt"
-HISTORY_FILE = "history.json"
+from ostr_ray.tracking import schema
 
 
 def shard_stream(
@@ -77,12 +74,13 @@ class _Shard:
 
     def __init__(self, loop: dict[str, Any], config: RetrainConfig, place: _Placement):
         rank, world, device = place.rank, place.world, place.device
-        self.streaming = loop["dataset"] == "imagenet"
+        source = get_source(loop["dataset"])
+        self.streaming = source.streams
         if self.streaming:
             self.loader = make_imagefolder_loader(
                 loop["data_dir"],
                 train=False,
-                image_size=config.image_size or 224,
+                image_size=config.image_size or source.resolution,
                 batch_size=config.eval_batch_size,
                 num_workers=_loader_workers(loop, config),
                 distributed=True,
@@ -232,15 +230,15 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
         metrics = {
             "epoch": epoch + 1,
             "epochs": config.epochs,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_acc": 100.0 * correct / max(seen, 1),
-            "test_top1": 100.0 * top1 / max(tested, 1),
-            "test_top5": 100.0 * top5 / max(tested, 1),
+            schema.TRAIN_LOSS: loss_sum / max(seen, 1),
+            schema.TRAIN_ACC: 100.0 * correct / max(seen, 1),
+            schema.TEST_TOP1: 100.0 * top1 / max(tested, 1),
+            schema.TEST_TOP5: 100.0 * top5 / max(tested, 1),
             "test_images": int(tested),
-            "lr": lr,
-            "drop_path_prob": net.drop_path_prob if hasattr(net, "drop_path_prob") else 0.0,
-            "epoch_seconds": time.time() - started,
-            "images_per_s": seen / max(train_time, 1e-9),
+            schema.LR: lr,
+            schema.DROP_PATH_PROB: net.drop_path_prob if hasattr(net, "drop_path_prob") else 0.0,
+            schema.EPOCH_SECONDS: time.time() - started,
+            schema.IMAGES_PER_S: seen / max(train_time, 1e-9),
             "resumed_from": start_epoch,
             "time": time.time(),
         }
@@ -267,8 +265,9 @@ def _build_and_restore(loop: dict[str, Any], config: RetrainConfig, place: _Plac
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-            history = json.loads((Path(folder) / HISTORY_FILE).read_text())
+            saved = RetrainCheckpoint(folder)
+            state = torch.load(saved.state, map_location="cpu", weights_only=True)
+            history = saved.read_history()
         model.load_state_dict(state["model"])
         start_epoch = int(state["epoch"])
     if place.channels_last:
@@ -282,10 +281,12 @@ def _build_and_restore(loop: dict[str, Any], config: RetrainConfig, place: _Plac
 
 def _train_batches(loop: dict[str, Any], config: RetrainConfig, place: _Placement) -> Any:
     """``epoch -> iterable of (x, y)`` over this rank's shard: a torchvision ImageFolder loader with a
-    DistributedSampler for ImageNet (too large for memory), else an in-memory :class:`BatchStream` shard."""
+    DistributedSampler for a source that streams (ImageNet: too large for memory), else an in-memory
+    :class:`BatchStream` shard."""
     per_worker = config.batch_size // place.world
     randaugment = _randaugment() if config.augment == "randaugment" else None
-    if loop["dataset"] != "imagenet":
+    source = get_source(loop["dataset"])
+    if not source.streams:
         stream = BatchStream(
             _load_memory_data(loop, config, train=True),
             per_worker,
@@ -303,7 +304,7 @@ def _train_batches(loop: dict[str, Any], config: RetrainConfig, place: _Placemen
     loader = make_imagefolder_loader(
         loop["data_dir"],
         train=True,
-        image_size=config.image_size or 224,
+        image_size=config.image_size or source.resolution,
         batch_size=per_worker,
         num_workers=_loader_workers(loop, config),
         distributed=True,
@@ -373,19 +374,20 @@ def _report_epoch(
         ray.train.report(metrics)
         return
     print(
-        f"epoch {metrics['epoch']}/{metrics['epochs']}  loss {metrics['train_loss']:.4f}"
-        f"  train {metrics['train_acc']:.2f}%"
-        f"  top1 {metrics['test_top1']:.2f}%  top5 {metrics['test_top5']:.2f}%  lr {metrics['lr']:.4g}"
-        f"  {metrics['epoch_seconds']:.1f}s",
+        f"epoch {metrics['epoch']}/{metrics['epochs']}  loss {metrics[schema.TRAIN_LOSS]:.4f}"
+        f"  train {metrics[schema.TRAIN_ACC]:.2f}%"
+        f"  top1 {metrics[schema.TEST_TOP1]:.2f}%  top5 {metrics[schema.TEST_TOP5]:.2f}%"
+        f"  lr {metrics[schema.LR]:.4g}  {metrics[schema.EPOCH_SECONDS]:.1f}s",
         flush=True,
     )
     with tempfile.TemporaryDirectory() as folder:
+        checkpoint = RetrainCheckpoint(folder)
         state = {
             "model": net.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "epoch": metrics["epoch"],
         }
-        torch.save(state, Path(folder) / STATE_FILE)
-        (Path(folder) / HISTORY_FILE).write_text(json.dumps(history))
+        torch.save(state, checkpoint.state)
+        checkpoint.write_history(history)  # after the state: a folder with a history is complete
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))

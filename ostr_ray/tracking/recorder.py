@@ -8,6 +8,12 @@ experiment it was given, and it never sees the cross-seed statistics, which live
 Run ids survive ``--resume`` and Tune's trial retries (kept in the launch's ``mlflow_runs.json`` and found again
 by tags). Every run ends FINISHED, FAILED (with ``ostr.failure_reason``) or KILLED; only a SIGKILLed driver can
 leave RUNNING runs, and resuming the launch continues and closes them.
+
+In a launch the coordinator callback puts the recorder in the background (:meth:`LaunchRecorder.run_in_background`):
+its hooks then run in order on one thread of their own, so the driver's loop never waits on the store, and a
+trial's epoch values wait in a per-run buffer (:class:`~ostr_ray.tracking.runs.BatchingClient`) sent whenever
+that thread has caught up, so a backlog costs one ``log_batch`` per run, not one per report. ``finish``,
+``abort`` and ``describe`` first wait for it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +32,7 @@ from mlflow.entities import Metric, RunTag
 
 from ostr_ray.core.coordinator import Coordinator, TrialKey
 from ostr_ray.core.events import EpochReport
-from ostr_ray.experiment import LaunchDir, LaunchReport, LaunchSpec, MlflowRunMap, trial_run_name
+from ostr_ray.experiment import LaunchDir, LaunchReport, LaunchSpec, MlflowRunMap, trial_run_key
 from ostr_ray.tracking import plots, schema
 from ostr_ray.tracking.runs import RunStore
 from ostr_ray.tracking.store import TrackingError, check_tracking_uri, one_line, resolve_tracking_uri
@@ -58,6 +66,7 @@ class LaunchRecorder:
         self.errors: list[str] = []
         self._parent_open = False
         self._parent_last: dict[str, int] = {}
+        self._worker: _Worker | None = None
 
     @classmethod
     def from_spec(cls, spec: LaunchSpec, *, tracking_uri: str | None = None, check: bool = True, **kwargs: Any):
@@ -71,6 +80,37 @@ class LaunchRecorder:
     @property
     def experiment_id(self) -> str | None:
         return self.store.experiment_id
+
+    # -- background -------------------------------------------------------------------------------------
+    def run_in_background(self) -> None:
+        """From now on the hooks run on the recorder's own thread, in order, with epoch values batched."""
+        if self._worker is None:
+            self.client.buffering = True
+            self._worker = _Worker(lambda: self._guarded_flush())
+
+    def drain(self) -> None:
+        """Wait until every hook handed to the background has run and its values are in the store."""
+        if self._worker is not None:
+            self._worker.drain()
+
+    def _stop_background(self) -> None:
+        if self._worker is not None:
+            self._worker.drain()
+            self._worker.stop()
+            self._worker = None
+            self.client.buffering = False
+            self._guarded_flush()
+
+    def _defer(self, hook: Any, *args: Any) -> bool:
+        """Hand ``hook(*args)`` to the background thread when there is one and this is not it."""
+        if self._worker is None or threading.current_thread() is self._worker.thread:
+            return False
+        self._worker.submit(hook, *args)
+        return True
+
+    def _guarded_flush(self) -> None:
+        with self._guard("batched epoch values"):
+            self.client.flush()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self, spec: LaunchSpec, coordinator: Coordinator | None = None) -> None:
@@ -120,12 +160,13 @@ class LaunchRecorder:
     def finish(self, report: LaunchReport) -> None:
         """Close every child by its trial's final status, then the parent by the launch's outcome: FINISHED
         (finished, partial), FAILED (every trial failed) or KILLED (interrupted); logs report.json and plots."""
+        self._stop_background()
         if not self._parent_open:
             return
         seeds = {TrialKey(v, s): info for v, data in report.variants.items() for s, info in data.seeds.items()}
         try:
             for key in sorted(set(self.trials.runs) | set(seeds)):
-                with self._guard(f"end of {trial_run_name(*key)}"):
+                with self._guard(f"end of {trial_run_key(*key)}"):
                     info = seeds.get(key)
                     status = info.status if info else "running"
                     run = self.trials.get(key, create=status == "failed")
@@ -143,6 +184,7 @@ class LaunchRecorder:
 
     def abort(self, exc: BaseException | str) -> None:
         """The driver is going down: open children KILLED; the parent KILLED on Ctrl-C, FAILED otherwise."""
+        self._stop_background()
         if not self._parent_open:
             return
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
@@ -161,19 +203,28 @@ class LaunchRecorder:
 
     def describe(self) -> MlflowRunMap:
         """Where the record is: for report.json, mlflow_runs.json and the CLI's closing lines."""
+        if self._worker is not None and threading.current_thread() is not self._worker.thread:
+            self.drain()
         children = self.trials.run_ids() if self.trials else {}
         local = not self.launch.is_remote and self.tracking_uri == self.launch.tracking_db_uri()
         return MlflowRunMap(self.tracking_uri, self.experiment_id, self.parent_run_id, children, local)
 
     # -- listener hooks ------------------------------------------------------------------------------------
     def on_trial_report(self, key: TrialKey, report: EpochReport) -> None:
-        with self._guard(f"epoch {report.epoch} of {trial_run_name(*key)}"):
+        if self._defer(self.on_trial_report, key, report):
+            return
+        with self._guard(f"epoch {report.epoch} of {trial_run_key(*key)}"):
             known = trial_key(key) in self.trials.runs
             self.trials.log_epoch(key, report)
+            if self.coordinator is not None:  # its journal has every report for the trial's close: hold the newest
+                run = self.trials.runs[trial_key(key)]
+                run.reports = {e: r for e, r in run.reports.items() if e >= report.epoch}
             if not known:
                 self._save_runs()
 
     def on_epoch_stats(self, stats: Any) -> None:
+        if self._defer(self.on_epoch_stats, stats):
+            return
         with self._guard(f"statistics of {stats.variant} epoch {stats.epoch}"):
             if self.parent_run_id is None or stats.epoch <= self._parent_last.get(stats.variant, 0):
                 return
@@ -194,7 +245,9 @@ class LaunchRecorder:
 
     def on_trial_finished(self, key: TrialKey, status: str, reason: str = "") -> None:
         """A trial ended (coordinator status finished/stopped/failed): final artifacts, terminal status."""
-        with self._guard(f"end of {trial_run_name(*key)}"):
+        if self._defer(self.on_trial_finished, key, status, reason):
+            return
+        with self._guard(f"end of {trial_run_key(*key)}"):
             known = trial_key(key) in self.trials.runs
             run = self.trials.get(key, create=status == "failed")  # a trial failing before its first report
             if run is not None and run.open:
@@ -281,3 +334,42 @@ class LaunchRecorder:
         message = f"MLflow recording failed ({what}): {one_line(exc)}"
         self.errors.append(message)
         logger.warning(message)
+
+
+class _Worker:
+    """One daemon thread running submitted calls in order; ``on_idle`` whenever it has caught up, and every
+    :attr:`IDLE_EVERY` calls when it never does (a buffer must not grow for the whole launch)."""
+
+    IDLE_EVERY = 2000
+
+    def __init__(self, on_idle: Any) -> None:
+        self.on_idle = on_idle
+        self.since_idle = 0
+        self.tasks: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="ostr-ray-mlflow", daemon=True)
+        self.thread.start()
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        self.tasks.put((fn, args))
+
+    def drain(self) -> None:
+        self.tasks.join()
+
+    def stop(self) -> None:
+        self.tasks.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        while True:
+            task = self.tasks.get()
+            try:
+                if task is None:
+                    return
+                fn, args = task
+                fn(*args)  # the recorder's hooks guard themselves
+                self.since_idle += 1
+                if self.tasks.empty() or self.since_idle >= self.IDLE_EVERY:
+                    self.on_idle()
+                    self.since_idle = 0
+            finally:
+                self.tasks.task_done()

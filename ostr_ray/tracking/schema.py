@@ -69,21 +69,25 @@ STATS_METRICS = ("agreement", "consensus_stable_for", "mean_kendall_tau", "n_see
 """The parent's per-epoch cross-seed statistics; plus ``agreement_<criterion>`` for the other criteria."""
 COST_METRICS = ("search_cost_trial_hours", "wall_seconds_this_run")
 TRAIN_LOSS = "train_loss"
-"""The metric whose last step tells how many epochs a trial run already holds."""
-RETRAIN_EPOCH_METRICS = (
-    "train_loss",
-    "train_acc",
-    "test_top1",
-    "test_top5",
-    "lr",
-    "drop_path_prob",
-    "epoch_seconds",
-    "images_per_s",
-)
+"""The metric whose last step tells how many epochs a trial run already holds (a retrain logs it too)."""
+TRAIN_ACC, TEST_TOP1, TEST_TOP5 = "train_acc", "test_top1", "test_top5"
+LR, DROP_PATH_PROB = "lr", "drop_path_prob"
+EPOCH_SECONDS, IMAGES_PER_S = "epoch_seconds", "images_per_s"
+RETRAIN_EPOCH_METRICS = (TRAIN_LOSS, TRAIN_ACC, TEST_TOP1, TEST_TOP5, LR, DROP_PATH_PROB, EPOCH_SECONDS, IMAGES_PER_S)
+"""A retrain's per-epoch metrics (step = epoch): the keys of the worker's history entries that MLflow gets."""
 RETRAIN_SIZE_METRICS = ("params_m", "mult_adds_m")
 CELL_COST_METRICS = {"cell_params_m": "params_m", "cell_mult_adds_m": "mult_adds_m"}
 """A trial run's metric -> the cost field of its watched criterion's final cell (``ostr_ray.core.cost``)."""
 BEST_TOP1, EPOCHS_DONE = "best_test_top1", "epochs_done"
+
+# -- params (besides flatten_spec's on the parent run) ---------------------------------------------------------
+SEED_PARAM, VARIANT_PARAM, PRESET_PARAM = "seed", "variant", "preset"
+"""A trial run's own params."""
+SEARCH_PARAM_PREFIX = "search."
+"""``search.<key>``: a trial run's resolved search config value."""
+SPACE_PARAM, CRITERION_PARAM = "space", "criterion"
+"""Where a run without the ``ostr.space`` / ``ostr.criterion`` tags keeps them (a retrain's ``space``, a launch's
+``criterion`` spec field)."""
 
 # -- artifacts -------------------------------------------------------------------------------------------
 REPORT_ARTIFACT = "report.json"
@@ -106,12 +110,25 @@ def seeds_plot(variant: str) -> str:
     return f"plots/seeds_{variant}.png"
 
 
+def variant_key(variant: str, name: str) -> str:
+    """``<variant>/<name>``: a parent run's metric or tag of one variant when the launch has several."""
+    return f"{variant}/{name}"
+
+
+def split_variant_key(key: str) -> tuple[str | None, str]:
+    """``(variant, name)`` of a :func:`variant_key`; ``(None, key)`` for an unprefixed key."""
+    variant, slash, name = key.partition("/")
+    return (variant, name) if slash else (None, key)
+
+
 def variant_prefix(variant: str, n_variants: int) -> str:
     """``""`` for a one-variant launch, ``"<variant>/"`` otherwise."""
-    return "" if n_variants <= 1 else f"{variant}/"
+    return "" if n_variants <= 1 else variant_key(variant, "")
 
 
 def trial_run_name(variant: str, seed: int) -> str:
+    """A trial's MLflow run name (``mlflow.runName``, what the UI lists); the run is found again by its
+    ``ostr.trial`` tag, :func:`ostr_ray.experiment.layout.trial_run_key`."""
     return f"{variant}-seed{seed}"
 
 

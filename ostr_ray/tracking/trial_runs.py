@@ -19,7 +19,7 @@ from mlflow.entities import Metric, RunTag
 from ostr_ray.core.coordinator import TrialKey
 from ostr_ray.core.cost import cell_cost
 from ostr_ray.core.events import EpochReport
-from ostr_ray.experiment import LaunchSpec, trial_run_name
+from ostr_ray.experiment import LaunchSpec, trial_run_key
 from ostr_ray.tracking import plots, schema
 from ostr_ray.tracking.runs import RunStore
 
@@ -66,7 +66,7 @@ class TrialRuns:
         key = trial_key(key)
         if key in self.runs:
             return self.runs[key]
-        run = self.store.find_child(self.parent_run_id, trial_run_name(*key))
+        run = self.store.find_child(self.parent_run_id, trial_run_key(*key))
         if run is not None:
             self.adopt(key, run.info.run_id)
         elif create:
@@ -79,15 +79,15 @@ class TrialRuns:
         tags = {
             schema.PARENT_RUN: self.parent_run_id,
             schema.ROLE: schema.ROLE_TRIAL,
-            schema.TRIAL: trial_run_name(*key),
+            schema.TRIAL: trial_run_key(*key),
             schema.VARIANT: key.variant,
             schema.SEED: str(key.seed),
             schema.PRESET: key.variant,
             schema.SPACE: str(config.get("space", "")),
             schema.LAUNCH_PATH: self.spec.experiment_path,
         }
-        params = {"seed": str(key.seed), "variant": key.variant, "preset": key.variant}
-        params.update({f"search.{k}": schema.param_value(v) for k, v in config.items()})
+        params = {schema.SEED_PARAM: str(key.seed), schema.VARIANT_PARAM: key.variant, schema.PRESET_PARAM: key.variant}
+        params.update({schema.SEARCH_PARAM_PREFIX + k: schema.param_value(v) for k, v in config.items()})
         return self.store.create_run(schema.trial_run_name(*key), tags, params)
 
     def log_epoch(self, key: TrialKey, report: EpochReport) -> None:
@@ -117,7 +117,7 @@ class TrialRuns:
             client.log_batch(run.run_id, tags=tags)
             client.log_text(run.run_id, json.dumps(last.genotypes, indent=1), schema.GENOTYPES_ARTIFACT)
             document = {
-                "trial": trial_run_name(*key),
+                "trial": trial_run_key(*key),
                 "space": last.space,
                 "criterion": self.spec.criterion,
                 "epochs": [r.to_json() for r in history],
@@ -158,4 +158,4 @@ class TrialRuns:
         run.plotted.add(report.epoch)
 
     def run_ids(self) -> dict[str, str]:
-        return {trial_run_name(*k): r.run_id for k, r in sorted(self.runs.items())}
+        return {trial_run_key(*k): r.run_id for k, r in sorted(self.runs.items())}
