@@ -76,11 +76,7 @@ def _run(config: Any, out: Path, saved: Any, quiet: bool) -> Any:
     start = saved["epoch"] if saved is not None else 0
     progress = RichSearchProgress(config.epochs, config.criterion, start_epoch=start, quiet=quiet)
     try:
-        if saved is not None:
-            searcher = Searcher.resume(out, config=config, state=saved, out_dir=out, callbacks=[progress])
-        else:
-            searcher = Searcher(config, out_dir=out, callbacks=[progress])
-        return searcher.run()
+        return Searcher.open(config, out, callbacks=[progress], resume=saved is not None, state=saved).run()
     finally:
         progress.close()
 

@@ -20,6 +20,7 @@ A search directory (``ostr-ray search --out``): ``checkpoint.pt`` and ``report.j
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,20 @@ CHECKPOINT = CHECKPOINT_NAME
 def trial_dirname(variant: str, seed: int) -> str:
     """The one name of a trial's folder under the experiment (Tune's trial dir, pid file, search record)."""
     return f"{variant}-seed{seed}"
+
+
+def trial_group_dirname(variant: str, seeds: Sequence[int]) -> str:
+    """A Tune trial's folder: its seed's :func:`trial_dirname`, or ``<variant>-seed<first>-<last>`` for a group."""
+    name = trial_dirname(variant, seeds[0])
+    return name if len(seeds) == 1 else f"{name}-{seeds[-1]}"
+
+
+def seed_work_dirs(trial_work: Path, seeds: Sequence[int]) -> list[Path]:
+    """Where each seed of a Tune trial keeps its checkpoint inside the trial's folder: that folder itself for
+    one seed, ``seed<k>/`` in it for each seed of a group."""
+    if len(seeds) == 1:
+        return [trial_work]
+    return [trial_work / f"seed{seed}" for seed in seeds]
 
 
 def trial_run_name(variant: str, seed: int) -> str:

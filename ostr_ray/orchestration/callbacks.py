@@ -123,7 +123,8 @@ def failure_cause(trial: Any, limit: int = 240) -> str:
 
 
 class ConsensusStopper(tune.Stopper):
-    """Stops a trial when its seed reached Algorithm 1's rule, and all trials once the consensus held."""
+    """Stops a trial once all its seeds have ended (Algorithm 1 or the schedule), and all trials once the
+    consensus held."""
 
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator

@@ -44,7 +44,7 @@ class LaunchOptions:
     experiment_stop: bool = True
     tracking_uri: str | None = None
     seeds_per_trial: int = 1
-    """Seeds searched as one batched model per trial (one kernel serves them all; see core/batched.py)."""
+    """Seeds searched as one batched model per trial (one kernel serves them all; see core/step.py)."""
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -130,11 +130,11 @@ def _check_numbers(options: LaunchOptions) -> None:
 
 
 def _check_groups(variants: dict[str, dict[str, Any]], seeds: list[int], per_trial: int) -> None:
-    """A seed group must be one search at several seeds, with an architecture step the batched model runs."""
+    """A seed group must be one search at several seeds (:func:`~ostr_ray.core.search.check_group`)."""
     if per_trial <= 1:
         return
-    from ostr_ray.core.batched import check_group
     from ostr_ray.core.config import config_from_dict
+    from ostr_ray.core.search import check_group
 
     for values in variants.values():
         check_group([config_from_dict({**values, "seed": seed}) for seed in seeds[:per_trial]])
