@@ -1,9 +1,10 @@
 """Seed-batched search step vs the same seeds one after another, on CPU threads.
 
 K seeds of the NB201 CPU proxy (``nb201-cifar10-proxy``: C=8, N=5, batch 64, 16x16; synthetic images here)
-as one seed group (``SeedStack.train_step``: one batched architecture + weight step for all K) vs K single
-``Searcher.train_step`` calls in sequence on the same batches. Group and sequence alternate step by step, so
-drift of a shared machine hits both alike; the figure is the median over the timed steps.
+as one seed group (``SearchStep.train_step`` over K seeds: one batched architecture + weight step for all K) vs
+the same step over each seed alone (K = 1), K calls in sequence on the same batches. Group and sequence
+alternate step by step, so drift of a shared machine hits both alike; the figure is the median over the timed
+steps.
 
     python benchmarks/bench_batched.py                       # threads 1,2 x K 2,5
     python benchmarks/bench_batched.py --threads 1 --seeds 2,5 --iters 5 --warmup 1
@@ -40,9 +41,9 @@ def _machine() -> str:
 def measure(seeds: int, threads: int, iters: int, warmup: int) -> dict:
     import torch
 
-    from ostr_ray.core.batched import SeedGroupSearcher
     from ostr_ray.core.config import build_config
-    from ostr_ray.core.seed_stack import SeedStack, stack_batches
+    from ostr_ray.core.search import SeedGroupSearcher
+    from ostr_ray.core.step import SearchStep, stack_batches
 
     torch.set_num_threads(threads)
     base = build_config(PRESET)
@@ -60,17 +61,19 @@ def measure(seeds: int, threads: int, iters: int, warmup: int) -> dict:
     group = SeedGroupSearcher.from_seeds(config, list(range(seeds)))
     members = group.members
     torch.set_num_threads(threads)  # the members' construction set it from the config; the same number
-    stack = SeedStack(members)
+    stack = SearchStep(members)
     own = [(next(m.data.train.epoch(0)), next(m.data.val.epoch(0))) for m in members]
     stacked = (stack_batches([t for t, _ in own]), stack_batches([v for _, v in own]))
+    singles = [SearchStep([member]) for member in members]
+    own_stacked = [(stack_batches([train]), stack_batches([val])) for train, val in own]
 
     def group_step() -> None:
         totals, _ = stack.train_step(*stacked)
         totals.sum().item()
 
     def singles_step() -> None:
-        for member, (train, val) in zip(members, own):
-            totals, _ = member.train_step(train, val)
+        for single, (train, val) in zip(singles, own_stacked):
+            totals, _ = single.train_step(train, val)
             totals.sum().item()
 
     for _ in range(warmup):

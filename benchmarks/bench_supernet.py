@@ -1,6 +1,6 @@
 """Search-step time, images/s, peak memory and strength-bookkeeping overhead at the presets' sizes.
 
-Times the real hot path, ``Searcher.train_step`` (one architecture step + one weight step), on synthetic
+Times the real hot path, ``SearchStep.train_step`` (one architecture step + one weight step), on synthetic
 32x32 batches of each preset's batch size. Each space runs in a fresh subprocess so that its peak memory
 (CPU: peak RSS; CUDA: ``max_memory_allocated``) is its own.
 
@@ -12,8 +12,8 @@ Times the real hot path, ``Searcher.train_step`` (one architecture step + one we
 Strength overhead = (median step time) - (median step time with the accumulator's ``add`` replaced by a
 no-op), over the median step time; the accumulator's ``add`` is also timed alone.
 
-Seed groups (``--groups 1,5``): per preset, one seed alone (``Searcher.train_step``) and K seeds batched as one
-group (``SeedStack.train_step``, :mod:`ostr_ray.core.seed_stack`), each K with its own peak memory; images/s
+Seed groups (``--groups 1,5``): per preset, one seed alone and K seeds batched as one group
+(``SearchStep.train_step`` for K = 1 and K, :mod:`ostr_ray.core.step`), each K with its own peak memory; images/s
 count every seed's train and validation batch. ``--compile MODE`` sets ``SearchConfig.compile`` (CUDA only),
 ``--bf16-tau`` adds the Kendall tau between one batch's strength under bf16 autocast and under fp32
 (:func:`ostr_ray.core.precision.strength_at`).
@@ -44,15 +44,16 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _median_step(searcher, batches, iters: int, warmup: int) -> float:
+def _median_step(step, batches, iters: int, warmup: int) -> float:
+    """Median seconds of ``step.train_step`` (a :class:`~ostr_ray.core.step.SearchStep`) on stacked batches."""
     train, val = batches
     for _ in range(warmup):
-        searcher.train_step(train, val)
-    _sync(searcher.device.type)
+        step.train_step(train, val)
+    _sync(step.device.type)
     times = []
     for _ in range(iters):
         start = time.perf_counter()
-        totals, _ = searcher.train_step(train, val)
+        totals, _ = step.train_step(train, val)
         totals.sum().item()  # wait for the device, as the end of a step in steady state would
         times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -65,18 +66,20 @@ def measure(
 
     from ostr_ray.core.memory import estimate_search_memory
     from ostr_ray.core.search import Searcher
+    from ostr_ray.core.step import stack_batches
 
     config = _config(preset, device, sets, amp=amp, channels_last=channels_last)
     estimate = estimate_search_memory(config)  # the memory guard's prediction, to set beside the measured peak
     searcher = Searcher(config)
-    batches = (next(searcher.data.train.epoch(0)), next(searcher.data.val.epoch(0)))
+    runner = searcher.step()
+    batches = (stack_batches([next(searcher.data.train.epoch(0))]), stack_batches([next(searcher.data.val.epoch(0))]))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    step = _median_step(searcher, batches, iters, warmup)
-    real_add = searcher.accumulator.add
-    searcher.accumulator.add = lambda *a, **k: None
-    step_without = _median_step(searcher, batches, iters, warmup=1)
-    searcher.accumulator.add = real_add
+    step = _median_step(runner, batches, iters, warmup)
+    real_add = runner.accumulator.add
+    runner.accumulator.add = lambda *a, **k: None
+    step_without = _median_step(runner, batches, iters, warmup=1)
+    runner.accumulator.add = real_add
     add_alone = _time_accumulator_add(searcher)
     peak = (
         torch.cuda.max_memory_allocated()
@@ -135,26 +138,21 @@ def measure_groups(
     """s/step of one seed alone (K = 1) and of K seeds as one batched group, each K with its own peak memory."""
     import torch
 
-    from ostr_ray.core.batched import SeedGroupSearcher
-    from ostr_ray.core.search import Searcher
-    from ostr_ray.core.seed_stack import SeedStack, stack_batches
+    from ostr_ray.core.search import SeedGroupSearcher
+    from ostr_ray.core.step import SearchStep, stack_batches
 
     config = _config(preset, device, sets, compile=compile_mode)
     rows: list[dict] = []
     for seeds in groups:
-        gc.collect()  # a Searcher holds reference cycles (its ArchGradients calls back into it): free the last K's
+        gc.collect()  # free the last K's supernets before measuring this K's peak memory
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         try:
-            if seeds == 1:
-                runner = Searcher(config)
-                batches = (next(runner.data.train.epoch(0)), next(runner.data.val.epoch(0)))
-            else:
-                members = SeedGroupSearcher.from_seeds(config, list(range(seeds))).members
-                runner = SeedStack(members)
-                own = [(next(m.data.train.epoch(0)), next(m.data.val.epoch(0))) for m in members]
-                batches = (stack_batches([t for t, _ in own]), stack_batches([v for _, v in own]))
+            members = SeedGroupSearcher.from_seeds(config, list(range(seeds))).members
+            runner = SearchStep(members)  # K = 1 is the same step over one seed
+            own = [(next(m.data.train.epoch(0)), next(m.data.val.epoch(0))) for m in members]
+            batches = (stack_batches([t for t, _ in own]), stack_batches([v for _, v in own]))
             step = _median_step(runner, batches, iters, warmup)
         except RuntimeError as err:  # out of memory, or a compile failure: keep the other sizes' rows
             rows.append({"preset": preset, "seeds": seeds, "compile": compile_mode, "error": str(err).splitlines()[0]})

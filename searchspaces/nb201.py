@@ -120,7 +120,7 @@ class _CellMixing:
 
     Built once per width per forward (all cells share alpha), so the cells do no per-edge Python work.
     For source node ``j`` with ``k`` outgoing edges: ``conv3_scale[j]`` / ``conv1_scale[j]`` are the
-    ``(k*C,)`` per-channel factors folded into the conv BN (its affine weight); :meth:`skip_and_pool` gives
+    ``(k*C,)`` per-channel factors applied after the conv BN; :meth:`skip_and_pool` gives
     ``(1, k, 1, 1, 1)`` factors broadcast over the stacked per-target contributions.
     """
 
@@ -152,8 +152,8 @@ class FusedSearchCell(nn.Module):
     A mixed edge ``i <- j`` is ``sum_o w[o] * op_o(x_j)``. All edges leaving node ``j`` read the same
     ``x_j``, so per source node this runs one ReLU, one 3x3 conv and one 1x1 conv producing the outputs of
     all its outgoing edges at once (out channels ``k*C``), and one avg-pool shared by them. The BN is NB201's
-    search BN (``affine=False``, batch statistics always: NB201 searches with ``track_running_stats=False``)
-    with the op weight folded in as its per-channel scale, so normalising and weighting is one kernel.
+    search BN (``affine=False``, batch statistics always: NB201 searches with ``track_running_stats=False``),
+    its output scaled per channel by the op weight.
     ``'none'`` is never computed: its contribution is zero whatever its weight. Mathematically identical to
     six independent MixedOps (NB201's ReLUConvBN conv bias is cancelled by the batch-statistics BN).
     """
@@ -168,8 +168,12 @@ class FusedSearchCell(nn.Module):
             nn.init.kaiming_uniform_(weight, a=5**0.5)
 
     def _conv_bn(self, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, padding: int) -> torch.Tensor:
+        """Conv, weightless batch-statistics BN, then the op weights per channel. Folding the op weight into
+        BN's affine weight would save one multiply, but a seed group vmaps it with a weight per seed, which
+        vmap serves by splitting BN into one call per seed; a weightless BN is one call for all seeds."""
         y = F.conv2d(x, weight, padding=padding)
-        return F.batch_norm(y, None, None, weight=scale, training=True, eps=_BN_EPS)
+        normed = F.batch_norm(y, None, None, training=True, eps=_BN_EPS)
+        return normed * scale.to(normed.dtype).view(1, -1, 1, 1)
 
     def forward(self, x: torch.Tensor, mixing: _CellMixing) -> torch.Tensor:
         nodes = [x]

@@ -124,3 +124,105 @@ def tiny_spec(tmp_path, name, seeds="3", tracking_uri=None, **extra):
     cluster = ClusterOptions(storage=str(tmp_path), name=name, tracking_uri=tracking_uri, **take(ClusterOptions))
     data = DataOptions(set_=as_set(tiny_overrides(**extra)))
     return build_spec(LaunchOptions(preset="demo", seeds=seeds, data=data, stop=stop, cluster=cluster))
+
+
+# ---------------------------------------------------------------------------------------------- object storage
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for a server this test starts, or an endpoint that is down)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+S3_BUCKET = "ostr-test"
+S3_READ_ONLY = "readonly"
+"""The prefix of the bucket the test credentials may read but not write (an IAM policy denies it)."""
+
+
+class S3Server:
+    """A real S3-compatible HTTP server (moto) on loopback, reached the standard AWS way: :attr:`env` holds the
+    ``AWS_*`` variables that pyarrow, Ray, MLflow and boto3 read (give it to a subprocess, or monkeypatch it)."""
+
+    def __init__(self, endpoint: str, key: str, secret: str) -> None:
+        self.endpoint, self.bucket = endpoint, S3_BUCKET
+        self.env = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": key,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def client(self, service: str = "s3"):
+        import boto3
+
+        return boto3.session.Session(
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.env["AWS_DEFAULT_REGION"],
+        ).client(service, endpoint_url=self.endpoint)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every object key under ``prefix`` in the test bucket."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+S3_SETUP_CALLS = 4
+"""Requests moto serves before it checks credentials: the bucket, the user, its policy and its access key."""
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """``python -m moto.server`` on a free loopback port, credentials checked (IAM), one bucket, and a user whose
+    keys may do anything in it except write under ``readonly/``. A server in its own process, not a mock."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("moto.server", reason="moto[server] is in the dev extra: pip install -e '.[dev]'")
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(S3_SETUP_CALLS)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:  # a bare TCP connect: an HTTP request would spend one of the unauthenticated calls
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"moto server did not start on port {port} (exit {server.poll()})")
+                time.sleep(0.2)
+        yield _s3_user(S3Server(f"http://127.0.0.1:{port}", "admin", "admin"))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _s3_user(admin: S3Server) -> S3Server:
+    """The bucket, and the keys of a user that may not write under its ``readonly/`` prefix."""
+    admin.client().create_bucket(Bucket=S3_BUCKET)
+    iam = admin.client("iam")
+    iam.create_user(UserName="ostr")
+    deny = f"arn:aws:s3:::{S3_BUCKET}/{S3_READ_ONLY}/*"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+            {"Effect": "Deny", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": deny},
+        ],
+    }
+    iam.put_user_policy(UserName="ostr", PolicyName="bucket", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="ostr")["AccessKey"]
+    return S3Server(admin.endpoint, key["AccessKeyId"], key["SecretAccessKey"])

@@ -142,3 +142,48 @@ def test_no_import_cycles():
 def test_the_cycle_finder_finds_a_planted_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+ARCHITECTURE = REPO / "docs" / "architecture.md"
+
+
+def _documented_layers() -> dict[str, tuple[int, set[str]]]:
+    """The layer table of docs/architecture.md: package -> (rank, the modules it names)."""
+    rows = {}
+    for line in ARCHITECTURE.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].isdigit():
+            modules = {m.strip() for m in cells[3].split(",")}
+            rows[cells[1].strip("`")] = (int(cells[0]), modules)
+    return rows
+
+
+def test_the_architecture_page_has_the_layers_of_the_code():
+    assert {package: rank for package, (rank, _) in _documented_layers().items()} == LAYERS
+
+
+def test_the_architecture_page_names_every_module_in_its_package():
+    documented = _documented_layers()
+    missing, stale = [], []
+    for name in _modules():
+        package = _layer_of(name)
+        if package is None or name == package and package != "ostr_ray.fileio":
+            continue  # a package's own __init__
+        if name.endswith("__main__"):
+            continue
+        if name.rpartition(".")[2] not in documented[package][1]:
+            missing.append(name)
+    for package, (_, modules) in documented.items():
+        for module in modules:
+            full = package if package == f"ostr_ray.{module}" else f"{package}.{module}"
+            if full not in _modules():
+                stale.append(full)
+    assert missing == [] and stale == []
+
+
+def test_the_core_has_a_map():
+    import ostr_ray.core
+
+    assert ostr_ray.core.__doc__ and "TODO" not in ostr_ray.core.__doc__
+    for module in ("search", "step", "seed", "coordinator"):
+        assert f"{module}" in ostr_ray.core.__doc__

@@ -121,3 +121,16 @@ def test_a_seed_group_needs_one_supernet_per_seed_and_cuda_is_told_about_bf16():
 
     assert _remedies(config, torch.device("cuda")).endswith(" or set amp=bf16")
     assert "amp" not in _remedies(build_config(None, tiny_overrides(amp="bf16")), torch.device("cuda"))
+
+
+def test_a_trial_refuses_a_search_its_gpu_cannot_hold_before_reading_data():
+    """The trial's guard (orchestration/trial.py) with the device's capacity injected: one line, and a
+    ``ConfigError``, which the trial reports as its failure instead of raising (so Tune does not retry it)."""
+    from ostr_ray.orchestration.trial import guard_device_memory
+
+    config = build_config(None, tiny_overrides())
+    guard_device_memory(config, [0, 1], 0.0)  # a CPU trial: Ray reserved its host memory from the pre-flight
+    guard_device_memory(config, [0, 1], 0.5, capacity_bytes=10**12)
+    with pytest.raises(ConfigError) as refused:
+        guard_device_memory(config, [0, 1], 0.5, capacity_bytes=1000)
+    assert "for 2 seeds" in str(refused.value) and "\n" not in str(refused.value)

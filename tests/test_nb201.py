@@ -180,6 +180,22 @@ def test_supernet_op_weight_gradients_match_a_reference_mixed_op() -> None:
     assert torch.all(grad_fused[:, 0] == 0)  # 'none' contributes nothing
 
 
+def test_op_weight_after_a_weightless_bn_equals_it_folded_into_bn() -> None:
+    """The fused cell scales the batch-statistics BN's output by the op weight (so vmap runs one BN for every
+    seed of a group) instead of passing it as BN's affine weight: the same values and gradients."""
+    torch.manual_seed(0)
+    cell = FusedSearchCell(3)
+    x = torch.randn(4, 3, 6, 6)
+    scale = torch.rand(9, requires_grad=True)
+    after = cell._conv_bn(x, cell.conv3[0], scale, 1)
+    folded = F.batch_norm(F.conv2d(x, cell.conv3[0], padding=1), None, None, weight=scale, training=True, eps=1e-5)
+    torch.testing.assert_close(after, folded, rtol=1e-6, atol=1e-6)
+    probe = torch.randn_like(after)  # not y.square(): BN makes its gradient to the conv weight zero, i.e. noise
+    grads = [torch.autograd.grad((y * probe).sum(), [scale, cell.conv3[0]]) for y in (after, folded)]
+    for a, b in zip(*grads):  # float32 sums in another order: within 1e-5 of the largest entry
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * float(b.abs().max()))
+
+
 def _reference_cell(cell: FusedSearchCell, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     C = cell.C
     nodes = [x]

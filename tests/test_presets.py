@@ -16,6 +16,7 @@ import torch
 from ostr_ray.core.config import SearchConfig, build_config, list_presets, load_preset
 from ostr_ray.core.search import Searcher
 from ostr_ray.core.search_data import SearchData
+from ostr_ray.core.step import stack_batches
 from ostr_ray.data import AugmentSpec, BatchStream, ImageData, get_source
 from ostr_ray.retrain.protocols import build_retrain_config, list_protocols
 from searchspaces import get_space
@@ -97,11 +98,12 @@ def test_preset_builds_its_supernet_and_takes_two_search_steps(name):
         assert size == README_SEARCH_SIZES[name]
     before = {n: p.detach().clone() for n, p in searcher.model.named_parameters()}
     batches = zip(searcher.data.train.epoch(0), searcher.data.val.epoch(0))
+    search_step = searcher.step()  # the seed's own tensors, stepped in place
     for step, (train_batch, val_batch) in enumerate(batches):
         assert tuple(train_batch[0].shape) == (2, 3, resolution, resolution)
-        _, finite = searcher.train_step(train_batch, val_batch, arch_active=True)
-        assert bool(finite), f"{name}: non-finite loss at step {step}"
-    assert step == 1 and searcher.accumulator.count == 2
+        _, finite = search_step.train_step(stack_batches([train_batch]), stack_batches([val_batch]), arch_active=True)
+        assert bool(finite[0]), f"{name}: non-finite loss at step {step}"
+    assert step == 1 and search_step.accumulator.count == 2
     moved = [n for n, p in searcher.model.named_parameters() if not torch.equal(p, before[n])]
     assert set(searcher.model.alphas) and all(f"alphas.{c}" in moved for c in searcher.model.alphas)
     assert len(moved) > len(before) // 2, f"{name}: the weight step left most weights unchanged"

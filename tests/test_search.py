@@ -19,6 +19,13 @@ def _searcher(tmp_path=None, **extra) -> Searcher:
     return Searcher(build_config(None, tiny_overrides(**extra)), out_dir=tmp_path)
 
 
+def _arch_step(searcher: Searcher, *batch: torch.Tensor) -> None:
+    """One architecture step of the seed's own search step, its strength sums written back to the seed."""
+    step = searcher.step()
+    step.arch_step(*(t.unsqueeze(0) for t in batch))
+    step.write_back([searcher])
+
+
 def test_strength_is_read_from_the_architecture_steps_own_gradient():
     searcher = _searcher()
     (x_train, y_train), (x_val, y_val) = next(searcher.data.train.epoch(0)), next(searcher.data.val.epoch(0))
@@ -27,7 +34,7 @@ def test_strength_is_read_from_the_architecture_steps_own_gradient():
     for b in betas.values():
         b.retain_grad()
     F.cross_entropy(reference(x_val, betas), y_val).backward()
-    searcher._arch_step(x_train, y_train, x_val, y_val)
+    _arch_step(searcher, x_train, y_train, x_val, y_val)
     summary = searcher.accumulator.summary()
     expected = reference.alphas["normal"].grad.abs().double()
     assert torch.allclose(summary.mean["ostr"]["normal"], expected, rtol=1e-5, atol=1e-9)
@@ -214,13 +221,14 @@ def test_an_epoch_is_one_pass_over_the_training_half_and_the_val_stream_wraps():
     assert (len(searcher.data.train), len(searcher.data.val)) == (410 // 16, 102 // 16) == (25, 6)
     searcher.run_epoch()
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    step = searcher.train_step
+    step = searcher.step()
+    train_step = step.train_step
 
     def recording_step(train_batch, val_batch, **kwargs):
-        seen.append(val_batch)
-        return step(train_batch, val_batch, **kwargs)
+        seen.append((val_batch[0][0], val_batch[1][0]))  # the seed's slice of the (K=1) stacked batch
+        return train_step(train_batch, val_batch, **kwargs)
 
-    searcher.train_step = recording_step
+    step.train_step = recording_step
     searcher.run_epoch()
     assert len(seen) == 25 and searcher.accumulator.count == 25
     # epoch 1 reads global val batches 25..49: pass 4 from batch 1, passes 5-7, pass 8 batches 0-1
@@ -258,10 +266,10 @@ def test_arch_gradient_clipping_bounds_the_update_not_the_strength():
     clipped, free = _searcher(a_grad_clip=1e-4), _searcher()
     (x_train, y_train), (x_val, y_val) = next(clipped.data.train.epoch(0)), next(clipped.data.val.epoch(0))
     for searcher in (clipped, free):
-        searcher._arch_step(x_train, y_train, x_val, y_val)
-    grads = [p.grad for p in clipped.arch_params]
+        _arch_step(searcher, x_train, y_train, x_val, y_val)
+    grads = [p.grad for p in clipped.step().arch]
     assert torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) <= 1e-4 * (1 + 1e-5)
-    unclipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in free.arch_params]))
+    unclipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in free.step().arch]))
     assert unclipped > 1e-3  # so the clip did bite
     torch.testing.assert_close(clipped.accumulator.summary().mean, free.accumulator.summary().mean)
 

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from ostr_ray.cli.errors import DEBUG
+from ostr_ray.cli.evaluate import evaluate
 from ostr_ray.cli.launch import launch, status
 from ostr_ray.cli.misc import nb201_lookup, presets
 from ostr_ray.cli.report import report, ui
@@ -41,5 +42,6 @@ app.command()(report)
 app.command()(status)
 app.command()(presets)
 app.command()(retrain)
+app.command()(evaluate)
 app.command()(ui)
 nb201_app.command("lookup")(nb201_lookup)

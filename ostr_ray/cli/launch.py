@@ -33,6 +33,7 @@ def launch(
 
     address = options.cluster.address
     if resume:
+        preflight.check_writable(resume, "--resume")  # remote storage: endpoint, credentials, bucket, in one line
         path = LaunchDir(resume).path
         view = LaunchView(LaunchDir(resume).read_spec().criterion, quiet=output.quiet)
         start = partial(resume_launch, resume, listeners=[view], view=view, address=address)

@@ -42,11 +42,13 @@ def search(
 
 def _config_and_out(preset: str, seed: int, overrides: dict[str, Any], saved: Any, out: Path | None) -> tuple:
     from ostr_ray.core.config import build_config, config_from_dict
+    from ostr_ray.experiment.layout import DEFAULT_STORAGE
 
     if saved is not None:
         return config_from_dict({**saved["config"], **{k: v for k, v in overrides.items() if k != "seed"}}), out
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return build_config(preset, overrides), out or Path("ostr_runs") / f"search-{Path(preset).stem}-seed{seed}-{stamp}"
+    default_out = Path(DEFAULT_STORAGE) / f"search-{Path(preset).stem}-seed{seed}-{stamp}"
+    return build_config(preset, overrides), out or default_out
 
 
 def _preflight(config: Any, out: Path) -> None:
@@ -76,11 +78,7 @@ def _run(config: Any, out: Path, saved: Any, quiet: bool) -> Any:
     start = saved["epoch"] if saved is not None else 0
     progress = RichSearchProgress(config.epochs, config.criterion, start_epoch=start, quiet=quiet)
     try:
-        if saved is not None:
-            searcher = Searcher.resume(out, config=config, state=saved, out_dir=out, callbacks=[progress])
-        else:
-            searcher = Searcher(config, out_dir=out, callbacks=[progress])
-        return searcher.run()
+        return Searcher.open(config, out, callbacks=[progress], resume=saved is not None, state=saved).run()
     finally:
         progress.close()
 

@@ -125,7 +125,7 @@ class SearchCallback(Protocol):
     def on_search_end(self, result: SearchResult) -> None: ...
 
     def on_search_failed(self, failure: Any) -> None:
-        """A seed of a seed group diverged (:class:`~ostr_ray.core.batched.SeedFailure`); the group goes on."""
+        """A seed of a seed group diverged (:class:`~ostr_ray.core.search.SeedFailure`); the group goes on."""
 
 
 def call(callbacks: list[Any], hook: str, *args: Any) -> None:

@@ -3,9 +3,9 @@ and every variant's full :class:`~ostr_ray.core.consensus.EpochStats`.
 
 The statistics only need each seed's newest reports (see :mod:`.coordinator`), so a long launch keeps the rest
 out of memory and out of the state Tune pickles into its experiment checkpoint: :class:`DiskJournal` appends
-one pickled record per report or epoch to a local folder (the launch's own ``driver-journal/``) and reads a trial
-back only when a view asks (a trial's close in MLflow, ``history.json`` at the end). :class:`MemoryJournal` keeps
-them in memory: a coordinator rebuilt from ``history.json`` and the unit tests.
+one pickled record per report or epoch to a local folder (the launch's own, named in experiment/layout.py) and
+reads a trial back only when a view asks (a trial's close in MLflow, ``history.json`` at the end).
+:class:`MemoryJournal` keeps them in memory: a coordinator rebuilt from ``history.json`` and the unit tests.
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ from typing import Any, Protocol
 
 from ostr_ray.core.consensus import EpochStats
 from ostr_ray.core.events import EpochReport
-
-JOURNAL_DIR = "driver-journal"
-"""The launch directory's folder of the driver's journal (one ``.pkl`` per trial and per variant)."""
 
 
 class Journal(Protocol):

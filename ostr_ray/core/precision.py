@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ostr_ray.core.arch_grads import first_order
 from ostr_ray.core.search import Searcher
 
 
@@ -20,10 +21,11 @@ def strength_at(
     """``|dL/d alpha|`` per cell type (float64, CPU) of the first-order architecture gradient on ``(x, y)``,
     the forward under autocast to ``dtype`` (None: fp32), as the architecture step computes it; no update
     is applied (BatchNorm running statistics, which the search never reads, do move)."""
-    configured = searcher.autocast_dtype
-    searcher.autocast_dtype = dtype  # what Searcher._autocast reads; on CUDA, ``amp: bf16`` sets the same
+    step = searcher.step()
+    configured = step.autocast_dtype
+    step.autocast_dtype = dtype  # what the step's forward reads; on CUDA, ``amp: bf16`` sets the same
     try:
-        grads = searcher.grads.first_order(x, y)
+        grads = first_order(step, x.unsqueeze(0), y.unsqueeze(0))
     finally:
-        searcher.autocast_dtype = configured
-    return {cell: grad.detach().abs().double().cpu() for cell, grad in grads.alpha_grads.items()}
+        step.autocast_dtype = configured
+    return {cell: grad[0].detach().abs().double().cpu() for cell, grad in grads.alpha_grads.items()}

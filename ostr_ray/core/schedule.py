@@ -1,4 +1,4 @@
-"""What a search steps through, shared by one seed's loop (:mod:`.search`) and a seed group's (:mod:`.batched`):
+"""What a search steps through, for the one epoch loop (:mod:`.search`) and its step (:mod:`.step`):
 the optimisers and their cosine schedule, the linear warm-up, and which validation batch each step reads.
 """
 
@@ -18,7 +18,7 @@ def make_optimizers(
 ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.CosineAnnealingLR, torch.optim.Adam]:
     """The weight optimiser (SGD with momentum and weight decay), its cosine schedule over the epochs, and the
     architecture optimiser (Adam). A seed group builds the same three over its stacked tensors: every update
-    is elementwise, so stacking seeds changes nothing per seed (:mod:`.seed_stack`)."""
+    is elementwise, so stacking seeds changes nothing per seed (:mod:`.step`)."""
     w_opt = torch.optim.SGD(
         weight_params, lr=config.w_lr, momentum=config.w_momentum, weight_decay=config.w_weight_decay
     )

@@ -1,404 +1,282 @@
-"""One seed's OStr-DARTS search: the bi-level loop, strength bookkeeping, selection and Algorithm 1.
+"""The search loop of OStr-DARTS for K >= 1 seeds of one search: one seed is a group of one.
 
-Per step (DARTS order): one architecture step on the next validation-half batch, then one weight step on a
-train-half batch. An epoch is one pass over the weight-training half, as in DARTS and PC-DARTS; the
-validation half is a stream that restarts when it ends (:func:`val_batches`). Strength is read from the
-architecture step's own gradients (:mod:`.arch_grads`); the step keeps every number on the device and the
-host synchronises once per epoch. Checkpoints (:mod:`.checkpoint`) are written after every epoch.
+A seed group runs K seeds (one search, differing only in ``seed``) as one batched model. Every seed is a
+:class:`~.seed.SeedSearch` of its own (its data streams, supernet, optimisers, strength accumulator, trackers,
+history, checkpoints, callbacks), built or resumed exactly as a seed run alone; the loop runs the steps of an
+epoch through one :class:`~.step.SearchStep` over them, then writes each seed's slice back and lets the seed
+finish its epoch with its own code (``SeedSearch.end_epoch``: divergence check, selection with every criterion,
+Algorithm 1, checkpoint, ``on_epoch_end``). An epoch is one pass over the weight-training half, as in DARTS
+and PC-DARTS; the validation half is a stream that restarts when it ends (:func:`~.schedule.val_batches`).
+The step keeps every number on the device and the host synchronises once per epoch.
+
+So a seed's reports, checkpoints and result have one form alone or in a group, its numbers in a group agree
+with it alone to float rounding (the batched convolutions sum in another order), hence its genotypes too
+unless its run meets a point where the loss is not differentiable, where a seed alone parts from itself at
+another thread count just as much (tests/test_seed_groups.py); and a seed's checkpoint resumes alone or in
+any group. A report's ``epoch_seconds`` is the group's epoch, so its ``images_per_s`` is the seed's share: the
+group's throughput is the sum over its seeds.
+
+Seeds leave the group instead of being masked: a seed that diverges (non-finite loss or gradient) fails
+alone, with the :class:`~.seed.SearchError` it would raise alone recorded as a :class:`SeedFailure`; a seed
+that Algorithm 1 stops, finishes. The step is then rebuilt from the seeds left (with ``compile`` on, a rebuilt
+step compiles again). Masking would keep paying for the finished seed's slice in every kernel, and would
+need per-seed Adam step counts and schedules.
+Seeds resumed at different epochs (a kill between two seeds' checkpoint writes) are brought level the same
+way: the group steps the seeds at the lowest epoch until the others are reached, then all together.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call
 
-from ostr_ray.core.arch_grads import ArchGradients
-from ostr_ray.core.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_NAME,
-    CheckpointError,
-    read_checkpoint,
-    rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-)
-from ostr_ray.core.compiled import compile_mode, maybe_compiled
-from ostr_ray.core.config import SearchConfig, config_from_dict, with_decoder_settings
-from ostr_ray.core.criteria import ArchState, list_criteria, select
-from ostr_ray.core.early_stop import StabilityTracker, edge_decisiveness
+from ostr_ray.core.checkpoint import CHECKPOINT_NAME, CheckpointError, read_checkpoint, rng_state, set_rng_state
+from ostr_ray.core.config import ConfigError, SearchConfig, config_from_dict
 from ostr_ray.core.events import EpochReport, SearchResult, call
-from ostr_ray.core.placement import autocast_dtype, resolve_device, use_channels_last
-from ostr_ray.core.schedule import make_optimizers, val_batches, warm_up
-from ostr_ray.core.search_data import SearchData, build_data
-from ostr_ray.core.strength import StrengthAccumulator
-from searchspaces import SearchSpace, Supernet, get_space
+from ostr_ray.core.schedule import val_batches, warm_up
+from ostr_ray.core.seed import SearchError, SeedSearch
+from ostr_ray.core.step import SearchStep, stack_batches
 
-__all__ = ["CHECKPOINT_NAME", "CheckpointError", "SearchError", "Searcher", "read_checkpoint"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CheckpointError",
+    "GroupResult",
+    "SearchError",
+    "SearchStep",
+    "Searcher",
+    "SeedFailure",
+    "SeedGroupSearcher",
+    "check_group",
+    "read_checkpoint",
+]
 
 
-class SearchError(RuntimeError):
-    """A search that cannot go on (diverged); the message names seed, epoch and step."""
+@dataclass
+class SeedFailure:
+    """A seed of a group that could not go on; the others did."""
+
+    seed: int
+    epoch: int
+    """The epoch that failed (1-based); the seed's checkpoints up to the one before are kept."""
+    error: str
+    """The message of the :class:`SearchError` the seed alone would have raised."""
 
 
-class Searcher:
-    """Holds one supernet replica and runs its search epoch by epoch; resumable from any epoch boundary."""
+@dataclass
+class GroupResult:
+    """How each seed of a group ended: a :class:`SearchResult` per finished seed, a failure per failed one."""
+
+    results: dict[int, SearchResult] = field(default_factory=dict)
+    failures: dict[int, SeedFailure] = field(default_factory=dict)
+
+
+def check_group(configs: Sequence[SearchConfig]) -> None:
+    """A group is one search at several seeds: every setting but ``seed`` equal, seeds distinct."""
+    if not configs:
+        raise ConfigError("a seed group needs at least one seed")
+    seeds = [c.seed for c in configs]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"the seeds of a group must differ, got {seeds}")
+    first = {k: v for k, v in configs[0].to_dict().items() if k != "seed"}
+    for config in configs[1:]:
+        differing = sorted(k for k, v in config.to_dict().items() if k != "seed" and first[k] != v)
+        if differing:
+            raise ConfigError(
+                f"the seeds of a group must share every setting but seed; seed {config.seed} differs in "
+                f"{', '.join(differing)}"
+            )
+
+
+class SeedGroupSearcher:
+    """Runs the seeds ``configs`` (one search, differing only in ``seed``) as one batched model.
+
+    ``out_dirs``: one folder per seed for its checkpoints (None: none kept). ``callbacks`` are every seed's;
+    ``seed_callbacks`` (seed -> callbacks) a seed's own. Each seed's callbacks get its ``on_epoch_end(report,
+    checkpoint_path)`` and ``on_search_end(result)`` (``report.seed`` names it), and ``on_search_failed(failure)``
+    if it diverges. ``resume``: seeds whose folder holds a checkpoint continue from it (the others start afresh;
+    a seed resumed after its last epoch finishes here, its ``on_search_end`` with it); a checkpoint of another
+    search is a ``CheckpointError``.
+    """
 
     def __init__(
         self,
-        config: SearchConfig,
+        configs: Sequence[SearchConfig],
         *,
-        out_dir: str | Path | None = None,
+        out_dirs: Sequence[str | Path | None] | None = None,
         callbacks: Iterable[Any] = (),
-        data: SearchData | None = None,
+        seed_callbacks: Mapping[int, Iterable[Any]] | None = None,
+        resume: bool = False,
     ) -> None:
-        self.config = config
-        self.out_dir = Path(out_dir) if out_dir else None
-        self.callbacks = list(callbacks)
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        seed_everything(config.seed)
-        self.space: SearchSpace = with_decoder_settings(get_space(config.space), config)
-        self.device = resolve_device(config)
-        self.data = data or build_data(config, self.device)
-        self.model: Supernet = self.space.build_supernet(
-            num_classes=self.data.num_classes, in_channels=self.data.in_channels, **config.space_kwargs
-        ).to(self.device)
-        if use_channels_last(config, self.device):
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.autocast_dtype = autocast_dtype(config, self.device)
-        self._forward = maybe_compiled(self.model, compile_mode(config, self.device))  # the model itself on CPU
-        self.weight_params = self.model.weight_parameters()
-        self.arch_params = self.model.arch_parameters()
-        self.w_opt, self.scheduler, self.a_opt = make_optimizers(config, self.weight_params, self.arch_params)
-        self.grads = ArchGradients(
-            self.model,
-            self._loss,
-            self.w_opt,
-            self.weight_params,
-            self.arch_params,
-            config.w_momentum,
-            config.w_weight_decay,
-        )
-        self.accumulator = StrengthAccumulator()
-        self.trackers = {
-            name: StabilityTracker(config.patience, config.min_epochs, config.tie_se) for name in list_criteria()
-        }
-        self.table = _load_table(config)
-        self.epoch = 0
-        self.history: list[EpochReport] = []
-        self.stop_reason: str | None = None
+        check_group(configs)
+        out_dirs = list(out_dirs) if out_dirs is not None else [None] * len(configs)
+        if len(out_dirs) != len(configs):
+            raise ConfigError(f"{len(configs)} seeds but {len(out_dirs)} out_dirs")
+        shared, own = list(callbacks), seed_callbacks or {}
+        members = []
+        rngs = {}
+        for config, out_dir in zip(configs, out_dirs):
+            callbacks_of_seed = [*shared, *own.get(config.seed, ())]
+            members.append(Searcher.open(config, out_dir, callbacks=callbacks_of_seed, resume=resume))
+            # A step draws nothing from the global generators (data draws use their own, seeded by seed and
+            # epoch), so the state a seed's construction or resume left is what its checkpoints carry.
+            rngs[config.seed] = rng_state()
+        self._start(members, rngs)
 
-    # ------------------------------------------------------------------ the loop
-    def run(self) -> SearchResult:
-        """Run epochs until the schedule ends or Algorithm 1 stops the seed."""
-        while not self.done:
-            self.run_epoch()
-        return self.finish()
+    @classmethod
+    def of(cls, members: Sequence[SeedSearch]) -> SeedGroupSearcher:
+        """The group of seeds already built (a :class:`Searcher` runs as the group of itself)."""
+        check_group([m.config for m in members])
+        group = cls.__new__(cls)
+        group._start(list(members), {m.config.seed: rng_state() for m in members})
+        return group
+
+    def _start(self, members: list[SeedSearch], rngs: dict[int, dict[str, Any]]) -> None:
+        self.members = members
+        self._rng = rngs
+        lengths = {(len(m.data.train), len(m.data.val)) for m in self.members}
+        if len(lengths) > 1:
+            raise ConfigError(f"the seeds' data splits differ in batches per epoch: {sorted(lengths)}")
+        self.result = GroupResult()
+        self._step: SearchStep | None = None
+        self._stepped: list[SeedSearch] = []
+        for member in self.members:
+            if member.done:  # resumed after its last epoch
+                self.result.results[member.config.seed] = member.finish()
+
+    @classmethod
+    def from_seeds(cls, config: SearchConfig, seeds: Sequence[int], **kwargs: Any) -> SeedGroupSearcher:
+        """The group of ``config`` at each of ``seeds``."""
+        return cls([config_from_dict({**config.to_dict(), "seed": seed}) for seed in seeds], **kwargs)
 
     @property
-    def done(self) -> bool:
-        """No epoch left: the schedule ended or Algorithm 1 stopped the seed."""
-        return self.stop_reason is not None or self.epoch >= self.config.epochs
+    def active(self) -> list[SeedSearch]:
+        """The seeds still searching."""
+        ended = self.result.results.keys() | self.result.failures.keys()
+        return [m for m in self.members if m.config.seed not in ended]
 
-    def finish(self) -> SearchResult:
-        """The seed's result once it is :attr:`done` (also for a seed run inside a group, :mod:`.batched`)."""
-        if self.stop_reason is None:
-            self.stop_reason = f"completed {self.epoch} epochs"
-        result = SearchResult(
-            seed=self.config.seed,
-            space=self.config.space,
-            epochs_done=self.epoch,
-            final_genotypes=dict(self.history[-1].genotypes) if self.history else {},
-            stop_reason=self.stop_reason,
-            history=self.history,
-        )
-        call(self.callbacks, "on_search_end", result)
-        return result
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> GroupResult:
+        """Run epochs until every seed has finished or failed."""
+        while self.active:
+            self.run_epoch()
+        return self.result
 
-    def run_epoch(self) -> EpochReport:
-        epoch, config = self.epoch, self.config
-        arch_active = epoch >= config.arch_start_epoch
-        self.model.train()
-        self.accumulator.reset()
-        totals = torch.zeros(6, dtype=torch.float64, device=self.device)  # loss/correct/count, train then val
+    def run_epoch(self) -> list[EpochReport]:
+        """One epoch of the active seeds at the lowest epoch; their reports (failed seeds have none)."""
+        lowest = min(m.epoch for m in self.active)
+        cohort = [m for m in self.active if m.epoch == lowest]
+        step = self.step_of(cohort)
+        config, epoch, arch_active = cohort[0].config, lowest, cohort[0].arch_active
+        step.accumulator.reset()
+        totals = torch.zeros(len(cohort), 6, dtype=torch.float64, device=step.device)
         finite: list[torch.Tensor] = []
         started = time.perf_counter()
-        steps = len(self.data.train)  # the stream's batches per pass: full batches only (drop_last)
-        batches = zip(self.data.train.epoch(epoch), val_batches(self.data.val, epoch, steps))
-        with warm_up(self.w_opt, epoch, config.w_lr_warmup_epochs):
-            lrs = (self.w_opt.param_groups[0]["lr"], self.a_opt.param_groups[0]["lr"])
-            for train_batch, val_batch in batches:
-                step_totals, step_finite = self.train_step(train_batch, val_batch, arch_active=arch_active)
+        steps = len(cohort[0].data.train)  # the stream's batches per pass: full batches only (drop_last)
+        streams = [zip(m.data.train.epoch(epoch), val_batches(m.data.val, epoch, steps)) for m in cohort]
+        with warm_up(step.w_opt, epoch, config.w_lr_warmup_epochs):
+            lrs = (step.w_opt.param_groups[0]["lr"], step.a_opt.param_groups[0]["lr"])
+            for pairs in zip(*streams):
+                train, val = zip(*pairs)
+                step_totals, step_finite = step.train_step(
+                    stack_batches(train), stack_batches(val), arch_active=arch_active
+                )
                 totals += step_totals
                 finite.append(step_finite)
         seconds = time.perf_counter() - started
-        self.scheduler.step()
-        return self.end_epoch(arch_active, totals.tolist(), lrs, seconds, finite)
+        step.scheduler.step()
+        step.write_back(cohort)
+        per_seed = totals.tolist()
+        flags = torch.stack(finite).tolist() if finite else [[True] * len(cohort)]
+        return self._end_epochs(cohort, arch_active, per_seed, lrs, seconds, flags)
 
-    def end_epoch(
+    def _end_epochs(
         self,
+        cohort: list[SeedSearch],
         arch_active: bool,
-        totals: list[float],
+        per_seed: list[list[float]],
         lrs: tuple[float, float],
         seconds: float,
-        finite: list[torch.Tensor],
-    ) -> EpochReport:
-        """What follows an epoch's steps and scheduler step: the divergence check, the report (selection,
-        Algorithm 1), the checkpoint and the callbacks. A seed group (:mod:`.batched`) calls it per seed."""
-        self._check_finite(finite)
-        report = self._finish_epoch(arch_active, totals, lrs, seconds)
-        call(self.callbacks, "on_epoch_end", report, str(self.checkpoint_path) if self.out_dir else None)
-        return report
+        flags: list[list[bool]],
+    ) -> list[EpochReport]:
+        """Each seed ends its epoch with its own code, under its own RNG state; failures and finishes leave."""
+        reports = []
+        for index, member in enumerate(cohort):
+            seed = member.config.seed
+            with self._rng_of(seed):
+                try:
+                    finite = [row[index] for row in flags]
+                    reports.append(member.end_epoch(arch_active, per_seed[index], lrs, seconds, finite))
+                except SearchError as error:
+                    failure = SeedFailure(seed, member.epoch + 1, str(error))
+                    self.result.failures[seed] = failure
+                    call(member.callbacks, "on_search_failed", failure)
+                    continue
+            if member.done:
+                self.result.results[seed] = member.finish()
+        return reports
 
-    # ------------------------------------------------------------------ steps
-    def train_step(
-        self,
-        train_batch: tuple[torch.Tensor, torch.Tensor],
-        val_batch: tuple[torch.Tensor, torch.Tensor],
-        *,
-        arch_active: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One search step (architecture step, then weight step): the hot path.
+    def step_of(self, cohort: list[SeedSearch]) -> SearchStep:
+        """The step of ``cohort``, rebuilt from the seeds' own state when the cohort changed."""
+        if (
+            self._step is None
+            or len(cohort) != len(self._stepped)
+            or any(a is not b for a, b in zip(cohort, self._stepped))
+        ):
+            self._step, self._stepped = None, []  # free the old stacked state before building the new one
+            self._step, self._stepped = SearchStep(cohort), list(cohort)
+        return self._step
 
-        Returns device tensors only -- (loss sum, correct, count) for train then val, and a finite flag --
-        so the caller never waits for the device inside an epoch.
-        """
-        (x_train, y_train), (x_val, y_val) = train_batch, val_batch
-        if arch_active:
-            val_logits, val_loss = self._arch_step(x_train, y_train, x_val, y_val)
-        else:
-            val_logits, val_loss = self._evaluate(x_val, y_val)
-        train_logits, train_loss, grad_norm = self._weight_step(x_train, y_train)
-        totals = torch.stack(
-            batch_totals(train_logits, y_train, train_loss) + batch_totals(val_logits, y_val, val_loss)
-        )
-        return totals, torch.isfinite(train_loss + val_loss + grad_norm)
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-    def _loss(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        op_weights: dict[str, torch.Tensor],
-        params: dict[str, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        with self._autocast():
-            if params is None:
-                logits = self._forward(x, op_weights)
-            else:
-                logits = functional_call(self.model, params, (x,), {"op_weights": op_weights})
-        logits = logits.float()
-        return logits, F.cross_entropy(logits, y)
-
-    def _fixed_op_weights(self) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            return self.model.op_weights()
-
-    def _arch_step(
-        self, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One architecture update; records this minibatch's strength readings on the way."""
-        order = self.config.order
-        if order == "first":
-            grads = self.grads.first_order(x_val, y_val)
-        elif order == "second":
-            grads = self.grads.second_order(x_train, y_train, x_val, y_val)
-        else:  # single level: the weight step below shares this batch; read alpha on the train data
-            grads = self.grads.first_order(x_train, y_train)
-        logits, loss = grads.logits, grads.loss
-        if order == "single":
-            with torch.no_grad():
-                logits, loss = self._loss(x_val, y_val, self.model.op_weights())
-        for param, grad in zip(self.arch_params, [*grads.alpha_grads.values(), *grads.extra_grads]):
-            param.grad = grad
-        self.accumulator.add(grads.alpha_grads, grads.betas, grads.beta_grads)  # copies: clipping comes after
-        if self.config.a_grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.arch_params, self.config.a_grad_clip)
-        self.a_opt.step()
-        return logits.detach(), loss.detach()
-
-    def _weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self.w_opt.zero_grad(set_to_none=True)
-        logits, loss = self._loss(x, y, self._fixed_op_weights())
-        loss.backward(inputs=self.weight_params)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.weight_params, self.config.grad_clip)
-        self.w_opt.step()
-        return logits.detach(), loss.detach(), grad_norm.detach()
-
-    @torch.no_grad()
-    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._loss(x, y, self.model.op_weights())
-
-    def _check_finite(self, finite: list[torch.Tensor]) -> None:
-        flags = torch.stack(finite) if finite else torch.ones(1, dtype=torch.bool)
-        if bool(flags.all()):
-            return
-        step = int((~flags).nonzero()[0]) + 1
-        kept = f"; checkpoints up to epoch {self.epoch} are kept in {self.out_dir}" if self.out_dir else ""
-        raise SearchError(
-            f"seed {self.config.seed}: non-finite loss or gradient at epoch {self.epoch + 1}, step {step}{kept}"
-        )
-
-    # ------------------------------------------------------------------ end of epoch
-    def arch_state(self) -> ArchState:
-        summary = self.accumulator.summary()
-        with torch.no_grad():
-            return ArchState(
-                alphas={c: a.detach().double().cpu() for c, a in self.model.alphas.items()},
-                betas={c: b.double().cpu() for c, b in self.model.op_weights().items()},
-                mean=summary.mean,
-                stderr=summary.stderr,
-                edge_weights={c: w.detach().double().cpu() for c, w in self.model.edge_weights().items()},
-            )
-
-    def _finish_epoch(
-        self, arch_active: bool, totals: list[float], lrs: tuple[float, float], seconds: float
-    ) -> EpochReport:
-        state = self.arch_state()
-        genotypes, changed, stable_for, decisive, truth = {}, {}, {}, {}, {}
-        if arch_active:
-            for name, tracker in self.trackers.items():
-                genotype, selection = select(name, self.space, state)
-                genotypes[name] = genotype.to_str()
-                changed[name] = tracker.update(self.space, genotype, selection)
-                stable_for[name] = tracker.stable_for
-                decisive[name] = edge_decisiveness(self.space, genotype, selection)
-                if self.table is not None:
-                    truth[name] = self.table.lookup(genotype)
-        self.epoch += 1
-        if arch_active and self.trackers[self.config.criterion].should_stop(self.epoch):
-            self.stop_reason = (
-                f"{self.config.criterion} genotype stable for {self.config.patience} epochs (Algorithm 1)"
-            )
-        train_loss, train_correct, train_n, val_loss, val_correct, val_n = totals
-        report = EpochReport(
-            epoch=self.epoch,
-            epochs=self.config.epochs,
-            seed=self.config.seed,
-            space=self.config.space,
-            train_loss=train_loss / max(train_n, 1),
-            train_acc=train_correct / max(train_n, 1),
-            val_loss=val_loss / max(val_n, 1),
-            val_acc=val_correct / max(val_n, 1),
-            w_lr=lrs[0],
-            a_lr=lrs[1],
-            arch_active=arch_active,
-            alphas=_numpy(state.alphas),
-            betas=_numpy(state.betas),
-            scores={s: _numpy(m) for s, m in state.mean.items()},
-            stderr={s: _numpy(m) for s, m in state.stderr.items()},
-            edge_weights=_numpy(state.edge_weights),
-            genotypes=genotypes,
-            changed=changed,
-            stable_for=stable_for,
-            decisiveness=decisive,
-            epoch_seconds=seconds,
-            images_per_s=(train_n + val_n) / seconds if seconds > 0 else math.nan,
-            ground_truth=truth,
-            stop_reason=self.stop_reason,
-        )
-        self.history.append(report)
-        if self.out_dir is not None:
-            self.save_checkpoint(self.checkpoint_path)
-        return report
-
-    # ------------------------------------------------------------------ checkpoints
-    @property
-    def checkpoint_path(self) -> Path:
-        assert self.out_dir is not None
-        return self.out_dir / CHECKPOINT_NAME
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": self.config.fingerprint(),
-            "config": self.config.to_dict(),
-            "epoch": self.epoch,
-            "stop_reason": self.stop_reason,
-            "model": self.model.state_dict(),
-            "w_opt": self.w_opt.state_dict(),
-            "a_opt": self.a_opt.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "accumulator": self.accumulator.state_dict(),
-            "trackers": {n: t.state_dict() for n, t in self.trackers.items()},
-            "history": [r.to_json() for r in self.history],
-            "rng": rng_state(),
-        }
-
-    def save_checkpoint(self, path: Path) -> None:
-        save_checkpoint(self.state_dict(), path)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.w_opt.load_state_dict(state["w_opt"])
-        self.a_opt.load_state_dict(state["a_opt"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.accumulator.load_state_dict(state["accumulator"])
-        for name, tracker_state in state["trackers"].items():
-            self.trackers[name].load_state_dict(tracker_state)
-        self.history = [EpochReport.from_json(r) for r in state["history"]]
-        self.epoch = int(state["epoch"])
-        self.stop_reason = state["stop_reason"]
-        set_rng_state(state["rng"])
-
-    @classmethod
-    def resume(
-        cls,
-        path: str | Path,
-        *,
-        config: SearchConfig | None = None,
-        state: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> Searcher:
-        """Continue from a checkpoint file or a directory holding one. ``config`` (if given) must describe
-        the same search; settings that do not change past epochs (data_dir, patience, ...) may differ.
-        ``state`` is that checkpoint already read (:func:`read_checkpoint`), so a caller never reads it twice."""
-        state = state if state is not None else read_checkpoint(path)
-        saved = config_from_dict(state["config"])
-        if config is None:
-            config = saved
-        elif config.fingerprint() != state["fingerprint"]:
-            diff = sorted(k for k, v in config.to_dict().items() if state["config"].get(k) != v)
-            raise CheckpointError(
-                f"checkpoint {path} was made by another search (space {saved.space!r}); differing settings: "
-                f"{', '.join(diff) or 'format'}"
-            )
-        searcher = cls(config, **kwargs)
-        searcher.load_state_dict(state)
-        return searcher
+    @contextlib.contextmanager
+    def _rng_of(self, seed: int) -> Iterator[None]:
+        set_rng_state(self._rng[seed])
+        try:
+            yield
+        finally:
+            self._rng[seed] = rng_state()
 
 
-def batch_totals(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> list[torch.Tensor]:
-    n = labels.shape[0]
-    correct = (logits.argmax(dim=1) == labels).sum()
-    return [
-        loss.double() * n,
-        correct.double(),
-        torch.tensor(float(n), dtype=torch.float64, device=loss.device),
-    ]
+class Searcher(SeedSearch):
+    """One seed's search, run as the seed group of itself: ``Searcher(config, out_dir=...).run()``.
 
+    Everything but the loop is :class:`~.seed.SeedSearch`'s; :meth:`run` and :meth:`run_epoch` go through
+    :class:`SeedGroupSearcher`, so one seed and K seeds share one epoch loop and one step.
+    """
 
-def _numpy(cells: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {c: t.detach().cpu().numpy().astype(np.float64) for c, t in cells.items()}
+    _group: SeedGroupSearcher | None = None
 
+    def group(self) -> SeedGroupSearcher:
+        """The group of this seed alone (kept, so its step is built once)."""
+        if self._group is None:
+            self._group = SeedGroupSearcher.of([self])
+        return self._group
 
-def _load_table(config: SearchConfig):
-    if not config.nb201_table:
-        return None
-    from ostr_ray.core.nb201_bench import load_nb201_table
+    def step(self) -> SearchStep:
+        """The step this seed's epochs run (for tests and benchmarks that drive single steps)."""
+        return self.group().step_of([self])
 
-    return load_nb201_table(config.nb201_table)
+    def run(self) -> SearchResult:
+        """Run epochs until the schedule ends or Algorithm 1 stops the seed; a divergence raises SearchError."""
+        while not self.done:
+            self.run_epoch()
+        return self.result()
+
+    def run_epoch(self) -> EpochReport:
+        group = self.group()
+        if self.done:
+            raise SearchError(f"seed {self.config.seed}: the search has ended ({self.stop_reason})")
+        reports = group.run_epoch()
+        failure = group.result.failures.get(self.config.seed)
+        if failure is not None:
+            raise SearchError(failure.error)
+        return reports[0]
+
+    def result(self) -> SearchResult:
+        """The result of a seed that is :attr:`done` (``on_search_end`` has reached its callbacks)."""
+        group = self.group()
+        return group.result.results.get(self.config.seed) or self.finish()

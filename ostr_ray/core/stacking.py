@@ -1,8 +1,9 @@
 """K seeds' search state as stacked tensors and back: weights, optimiser states, strength sums, clipping.
 
-A seed group (:mod:`.batched`) keeps each seed's state in that seed's own :class:`~.search.Searcher` (its
-model, optimisers and accumulator, in the checkpoint format of a seed run alone) and runs the steps on
-stacked copies whose leading dimension is the seed. These pure functions move state between the two forms.
+Every search (:mod:`.search`: one seed or a group of K) keeps each seed's state in that seed's own
+:class:`~.seed.SeedSearch` (its model, optimisers and accumulator, in one checkpoint format) and runs the
+steps (:class:`~.step.SearchStep`) on stacked tensors whose leading dimension is the seed: copies for K > 1,
+views of the seed's own tensors for K = 1. These pure functions move state between the two forms.
 Everything stacked is updated elementwise by the step (SGD, Adam, sums of scores), so a seed's slice of a
 stacked update is that seed's own update; the one per-seed reduction, gradient clipping, is done per slice.
 """
@@ -15,8 +16,21 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.func import stack_module_state
 
 Tensors = Mapping[str, torch.Tensor]
+
+
+def stack_modules(models: Sequence[nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The parameters and buffers of ``models`` stacked along a new leading seed dimension, as
+    ``torch.func.stack_module_state`` makes them: new leaf tensors for K > 1. For one model they are views
+    ``(1, ...)`` of its own tensors (same storage and strides), so a seed alone pays no copy and its model is
+    the stepped state at every moment."""
+    if len(models) > 1:
+        return stack_module_state(list(models))
+    (model,) = models
+    params = {n: p.detach().unsqueeze(0).requires_grad_(p.requires_grad) for n, p in model.named_parameters()}
+    return params, {n: b.unsqueeze(0) for n, b in model.named_buffers()}
 
 
 @torch.no_grad()
@@ -25,7 +39,8 @@ def write_back(model: nn.Module, stacked: Tensors, index: int) -> None:
     (in place, so the model's optimisers keep pointing at its parameters)."""
     own = model.state_dict(keep_vars=True)
     for name, tensor in stacked.items():
-        own[name].copy_(tensor[index])
+        if own[name].data_ptr() != tensor.data_ptr():  # a seed alone steps its own tensors (stack_modules)
+            own[name].copy_(tensor[index])
 
 
 def stack_optimizer_states(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -83,12 +98,17 @@ def clip_grad_norm_per_seed_(tensors: Sequence[torch.Tensor], max_norm: float) -
     over all seeds together, coupling them. Returns the ``(K,)`` total norms (before clipping).
     """
     grads = [t.grad for t in tensors if t.grad is not None]
-    per_param = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # (P, K)
-    total = torch.linalg.vector_norm(per_param, dim=0)
+    total = seed_norms(grads)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     for grad in grads:
         grad.mul_(coef.view(-1, *[1] * (grad.dim() - 1)))
     return total
+
+
+def seed_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of each seed's slice over all ``tensors`` together: ``(K,)``."""
+    per_tensor = torch.stack([torch.linalg.vector_norm(t.flatten(1), dim=1) for t in tensors])  # (P, K)
+    return torch.linalg.vector_norm(per_tensor, dim=0)
 
 
 def _slice(value: Any, index: int) -> Any:

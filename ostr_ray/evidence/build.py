@@ -14,6 +14,7 @@ import numpy as np
 
 from ostr_ray.core.config import SearchConfig, decoder_settings
 from ostr_ray.evidence.analysis import analyse_variant
+from ostr_ray.evidence.evaluation import load_evaluation
 from ostr_ray.evidence.loading import (
     EvidenceError,
     Experiment,
@@ -147,6 +148,9 @@ def build_evidence(
         out["variants"][variant] = {**data, "decoder": decoder} if decoder else data
     if exp.history is None:
         notes.append(f"no {HISTORY}: per-epoch figures, stability over epochs and Spearman are skipped")
+    evaluation = load_evaluation(exp.path)
+    if evaluation is not None:
+        out["evaluation"] = evaluation
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ostr_ray.console.format import compact
 from ostr_ray.core.criteria import criterion_label
+from ostr_ray.evidence.evaluation import evaluation_tables
 from ostr_ray.evidence.stats import baseline_criterion, has_nb201_cells
 
 
@@ -304,6 +305,11 @@ def variant_tables(data: Mapping[str, Any]) -> list[TableSpec]:
     return [spec for spec in (build(data) for build in _TABLES) if spec is not None]
 
 
+def evaluation_specs(evaluation: Mapping[str, Any]) -> list[TableSpec]:
+    """The tables of a launch's evaluation (``ostr-ray evaluate``): cells, and pairs of selectors."""
+    return [TableSpec(*table) for table in evaluation_tables(evaluation)]
+
+
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -353,6 +359,9 @@ def render_markdown(evidence: Mapping[str, Any]) -> str:
             parts.append(f"- seed {seed} left out: {why}")
         for spec in variant_tables(data):
             parts += ["", markdown_table(spec)]
+    if evidence.get("evaluation"):
+        parts += ["", "## Evaluation: the cells retrained from scratch", "", f"- `{evidence['evaluation']['path']}`"]
+        parts += [line for spec in evaluation_specs(evidence["evaluation"]) for line in ("", markdown_table(spec))]
     if evidence.get("figures"):
         parts += ["", "## Figures", ""]
         parts += [f"![{Path(f).stem}]({Path(f).name})" for f in evidence["figures"]]
@@ -380,6 +389,13 @@ def render_rich(evidence: Mapping[str, Any]) -> Any:
             for row in spec.rows:
                 table.add_row(*row)
             parts.append(table)
+    for spec in evaluation_specs(evidence["evaluation"]) if evidence.get("evaluation") else []:
+        table = Table(title=spec.title, caption=spec.note or None, show_lines=False)
+        for name in spec.header:
+            table.add_column(name, overflow="fold")
+        for row in spec.rows:
+            table.add_row(*row)
+        parts.append(table)
     for note in evidence.get("notes") or []:
         parts.append(Text(f"note: {note}"))
     return Group(*parts)

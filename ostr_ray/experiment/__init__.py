@@ -14,7 +14,6 @@ from ostr_ray.experiment.layout import (
     SearchDir,
     trial_dirname,
     trial_run_key,
-    trial_run_name,
 )
 from ostr_ray.experiment.records import (
     CoordinatorSnapshot,
@@ -41,5 +40,4 @@ __all__ = [
     "Storage",
     "trial_dirname",
     "trial_run_key",
-    "trial_run_name",
 ]

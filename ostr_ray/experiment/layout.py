@@ -9,6 +9,7 @@ A launch directory (``<storage>/<name>``)::
     mlflow_runs.json     MlflowRunMap: where the launch is recorded in MLflow
     driver.json          DriverRecord: which process drives the launch, and its heartbeat
     .driver.lock         held (an OS file lock) by the driving process for its whole life
+    driver-journal/      the driver's past reports and epoch statistics, out of memory (core/journal.py)
     mlflow.db            the launch's own SQLite MLflow store (unless --tracking-uri points elsewhere)
     mlartifacts/         that store's artifacts
     evidence.md, evidence.json, evidence_*.png    written by ``ostr-ray report``
@@ -23,12 +24,21 @@ A retrain run directory (``<storage>/<name>``, Ray Train's ``RunConfig(name, sto
         state.pt         the model, optimizer, schedule and epoch (``torch.save``)
         history.json     every finished epoch's metrics so far (the driver logs them to MLflow)
 
+An evaluation of a launch's cells (``ostr-ray evaluate``; ``<launch>/evaluation``, also Ray Tune's experiment
+directory for its runs)::
+
+    evaluate.json        the evaluation's spec: cells (with their selectors), retraining seeds, protocol, MLflow ids
+    report.json          its report: outcome, every run's result, per cell top-1 mean and std
+    driver.json, .driver.lock    as in a launch directory: one driver at a time
+    <cell>-seed<r>/      one run (Tune's trial dir; its checkpoints hold state.pt and history.json)
+
 Storage defaults to :data:`DEFAULT_STORAGE` (relative to the working directory) for launches, searches and retrains.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +62,8 @@ REPORT = "report.json"
 MLFLOW_RUNS = "mlflow_runs.json"
 DRIVER = "driver.json"
 DRIVER_LOCK = ".driver.lock"
+DRIVER_JOURNAL = "driver-journal"
+"""The driver's journal of past reports (one ``.pkl`` per trial and per variant; core/journal.py)."""
 TRACKING_DB = "mlflow.db"
 ARTIFACTS = "mlartifacts"
 WORKER_PID = "worker.pid"
@@ -70,6 +82,12 @@ RETRAIN_CHECKPOINTS = "checkpoint_*"
 """Ray Train's checkpoint folders in a retrain run directory."""
 RETRAIN_STATE = "state.pt"
 RETRAIN_HISTORY = "history.json"
+EVALUATION_DIR = "evaluation"
+"""An evaluation's folder inside its launch directory."""
+EVALUATION_SPEC = "evaluate.json"
+EVALUATION_REPORT = REPORT
+EVALUATION_VERSION = 1
+"""Version of the evaluation's records (``schema: ostr-ray.evaluation-spec`` / ``ostr-ray.evaluation-report``)."""
 DEFAULT_STORAGE = "ostr_runs"
 """Where launch, search and retrain directories go unless ``--storage`` (``--out``) says otherwise."""
 
@@ -79,14 +97,33 @@ def trial_dirname(variant: str, seed: int) -> str:
     return f"{variant}-seed{seed}"
 
 
+def trial_group_dirname(variant: str, seeds: Sequence[int]) -> str:
+    """A Tune trial's folder: its seed's :func:`trial_dirname`, or ``<variant>-seed<first>-<last>`` for a group."""
+    name = trial_dirname(variant, seeds[0])
+    return name if len(seeds) == 1 else f"{name}-{seeds[-1]}"
+
+
+def evaluation_run_name(cell: str, seed: int) -> str:
+    """One evaluation run's name: its Tune trial folder, its key in the evaluation's records, its MLflow run name."""
+    return f"{cell}-seed{seed}"
+
+
+TRIAL_WORK = "search"
+"""The folder inside a Tune trial's own directory where its searches checkpoint (Tune checkpoints it whole)."""
+
+
+def seed_work_dirs(trial_work: Path, seeds: Sequence[int]) -> list[Path]:
+    """Where each seed of a Tune trial keeps its checkpoint inside the trial's :data:`TRIAL_WORK` folder: that
+    folder itself for one seed, ``seed<k>/`` in it for each seed of a group."""
+    if len(seeds) == 1:
+        return [trial_work]
+    return [trial_work / f"seed{seed}" for seed in seeds]
+
+
 def trial_run_key(variant: str, seed: int) -> str:
     """``<variant>/<seed>``: a trial's key in :class:`MlflowRunMap` and its ``ostr.trial`` MLflow tag (its MLflow
     run's *name* is :func:`ostr_ray.tracking.schema.trial_run_name`)."""
     return f"{variant}/{seed}"
-
-
-trial_run_name = trial_run_key
-"""Deprecated alias of :func:`trial_run_key`, kept only until ``orchestration/run.py`` imports the new name."""
 
 
 class LaunchDirError(ValueError):
@@ -285,3 +322,67 @@ class RetrainDir:
         """The newest complete checkpoint (after a failed fit: the epochs that did finish); None if none."""
         folders = sorted(p for p in self.path.glob(RETRAIN_CHECKPOINTS) if RetrainCheckpoint(p).is_complete())
         return RetrainCheckpoint(folders[-1]) if folders else None
+
+
+class EvaluationDir:
+    """An evaluation's directory inside a launch (see the module docstring): its spec, its report, and the driver
+    record and lock that :class:`ostr_ray.orchestration.ownership.DriverLock` holds (the same shape as a
+    :class:`LaunchDir`'s). Records are JSON objects tagged with their schema and version."""
+
+    def __init__(self, launch_path: str | Path) -> None:
+        self.launch_path = str(Path(launch_path).expanduser().resolve())
+        self.path = str(Path(self.launch_path) / EVALUATION_DIR)
+        self.storage = Storage(self.path)
+
+    def __repr__(self) -> str:
+        return f"EvaluationDir({self.path!r})"
+
+    is_remote = False
+    """Evaluations run from a local (or mounted) launch directory."""
+
+    def exists(self) -> bool:
+        return self.storage.exists(EVALUATION_SPEC)
+
+    def _read(self, name: str, schema: str, required: bool) -> dict[str, Any] | None:
+        data = _load_json(self.storage, name)
+        if data is None:
+            if required:
+                raise LaunchDirError(f"no {name} in {self.path}; has this launch been evaluated?")
+            return None
+        if not isinstance(data, dict) or data.get("schema") != f"ostr-ray.{schema}":
+            raise LaunchDirError(f"{self.storage.path(name)} is not an ostr-ray {schema} record")
+        if int(data.get("version", 1)) > EVALUATION_VERSION:
+            raise LaunchDirError(f"{self.storage.path(name)} was written by a newer ostr-ray")
+        return data
+
+    def _write(self, name: str, schema: str, data: dict[str, Any]) -> None:
+        header = {"schema": f"ostr-ray.{schema}", "version": EVALUATION_VERSION}
+        self.storage.write_text(name, json.dumps({**header, **data}, indent=1))
+
+    def read_spec(self, *, required: bool = True) -> dict[str, Any] | None:
+        return self._read(EVALUATION_SPEC, "evaluation-spec", required)
+
+    def write_spec(self, data: dict[str, Any]) -> None:
+        self._write(EVALUATION_SPEC, "evaluation-spec", data)
+
+    def read_report(self, *, required: bool = True) -> dict[str, Any] | None:
+        return self._read(EVALUATION_REPORT, "evaluation-report", required)
+
+    def write_report(self, data: dict[str, Any]) -> None:
+        self._write(EVALUATION_REPORT, "evaluation-report", data)
+
+    def read_driver(self) -> DriverRecord | None:
+        data = _load_json(self.storage, DRIVER)
+        try:
+            return None if data is None else DriverRecord.from_json(data, self.storage.path(DRIVER))
+        except RecordError as exc:
+            raise LaunchDirError(str(exc)) from None
+
+    def write_driver(self, driver: DriverRecord) -> None:
+        self.storage.write_text(DRIVER, json.dumps(driver.to_json(), indent=1))
+
+    def lock_path(self) -> Path:
+        return Path(self.path) / DRIVER_LOCK
+
+    def run_dir(self, cell: str, seed: int) -> Path:
+        return Path(self.path) / evaluation_run_name(cell, seed)

@@ -12,7 +12,10 @@ experiment also goes there.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 from ostr_ray.fileio import atomic_write_bytes
 
@@ -100,3 +103,94 @@ class Storage:
 
     def write_text(self, name: str, text: str) -> str:
         return self.write_bytes(name, text.encode())
+
+
+class StorageError(ValueError):
+    """Remote storage that cannot be used; the message is the cause, the caller names the URI."""
+
+
+PROBE = ".ostr-ray-write-check"
+CONNECT_TIMEOUT_S = 5
+
+
+def check_remote_writable(uri: str) -> None:
+    """Can this process read and write under ``uri``, as Ray Tune will? :class:`StorageError` with the cause if not.
+
+    Asked the way Ray asks (``pyarrow.fs`` from the URI, credentials and endpoint from the standard AWS
+    environment) and in the order a user can act on: the endpoint answers, the credentials are accepted, the
+    bucket exists, a file can be written. The write is a zero-byte probe, deleted again with any folder it
+    implied; a failed check writes nothing. (pyarrow keeps folders as zero-byte markers, so a probe under a
+    prefix that exists only implicitly, through its files, leaves that prefix's marker.)
+    """
+    import pyarrow.fs
+
+    _check_endpoint(uri)
+    try:
+        fs, root = pyarrow.fs.FileSystem.from_uri(uri)
+        root = root.rstrip("/")
+        bucket = root.split("/", 1)[0]
+        if fs.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound:
+            raise StorageError(f"bucket {bucket!r} does not exist")
+        missing = _topmost_missing(fs, root)
+        if missing is None and fs.get_file_info(root).type == pyarrow.fs.FileType.File:
+            raise StorageError(f"{root} is a file, not a folder")
+    except OSError as exc:
+        raise StorageError(_cause(exc, writing=False)) from None
+    probe = f"{root}/{PROBE}-{os.getpid()}"
+    try:
+        with fs.open_output_stream(probe) as stream:
+            stream.write(b"")
+    except OSError as exc:
+        raise StorageError(_cause(exc, writing=True)) from None
+    if missing:
+        fs.delete_dir(missing)
+    else:
+        fs.delete_file(probe)
+
+
+def _check_endpoint(uri: str) -> None:
+    """A custom endpoint (``AWS_ENDPOINT_URL``, or the URI's ``endpoint_override``) that nothing listens on
+    fails in milliseconds here, not after the S3 client's retries."""
+    parsed = urlparse(uri)
+    endpoint, source = (parse_qs(parsed.query).get("endpoint_override") or [None])[0], "endpoint_override"
+    if not endpoint and parsed.scheme == "s3":
+        endpoint, source = os.environ.get("AWS_ENDPOINT_URL"), "AWS_ENDPOINT_URL"
+    if not endpoint:
+        return
+    where = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
+    port = where.port or (443 if where.scheme == "https" else 80)
+    try:
+        socket.create_connection((where.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise StorageError(f"cannot connect to the endpoint {endpoint} ({source}): {exc.strerror or exc}") from None
+
+
+def _topmost_missing(fs: object, root: str) -> str | None:
+    """The outermost folder of ``root`` (below its bucket) that does not exist yet; None if ``root`` exists."""
+    import pyarrow.fs
+
+    parts = root.split("/")
+    missing = None
+    for depth in range(len(parts), 1, -1):
+        path = "/".join(parts[:depth])
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+            break
+        missing = path
+    return missing
+
+
+def _cause(exc: OSError, *, writing: bool) -> str:
+    """pyarrow's S3 error, as what the user should check."""
+    text = " ".join(str(exc).split())
+    if "ACCESS_DENIED" in text or "AccessDenied" in text or "Forbidden" in text or "InvalidAccessKeyId" in text:
+        if writing:
+            return "access denied when writing: these credentials may read this prefix but not write to it"
+        return (
+            "access denied: the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the AWS profile) "
+            "are wrong or may not read this bucket"
+        )
+    if "NETWORK_CONNECTION" in text or "Could not connect" in text or "curlCode" in text:
+        return "cannot connect to the storage endpoint (check AWS_ENDPOINT_URL and the network)"
+    if "resolving region" in text:
+        return "cannot find the bucket's region (set AWS_DEFAULT_REGION; check AWS_ENDPOINT_URL and the network)"
+    return text if len(text) <= 300 else text[:299] + "…"

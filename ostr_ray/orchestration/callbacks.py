@@ -18,8 +18,9 @@ from ray import tune
 
 from ostr_ray.core.coordinator import Coordinator, TrialKey
 from ostr_ray.core.events import call
-from ostr_ray.core.journal import JOURNAL_DIR, DiskJournal
+from ostr_ray.core.journal import DiskJournal
 from ostr_ray.experiment import LaunchDir
+from ostr_ray.experiment.layout import DRIVER_JOURNAL
 from ostr_ray.experiment.storage import Storage, add_mirror
 from ostr_ray.orchestration.trial import FAILED_KEY, STOP_KEY, failed_seeds_in, reports_in, trial_seeds
 
@@ -57,7 +58,7 @@ class CoordinatorCallback(tune.Callback):
         """The launch's ``driver-journal/``; a remote launch keeps its journal in a local temporary folder
         (appending to object storage is not possible), which a resume on another machine starts afresh."""
         if not Storage(self.experiment_path).is_remote:
-            return Path(LaunchDir(self.experiment_path).file(JOURNAL_DIR))
+            return Path(LaunchDir(self.experiment_path).file(DRIVER_JOURNAL))
         return Path(tempfile.gettempdir()) / "ostr-ray-journals" / Path(self.experiment_path).name
 
     def _use_journal(self, *, keep: bool = False) -> None:
@@ -163,7 +164,8 @@ def failure_cause(trial: Any, limit: int = 240) -> str:
 
 
 class ConsensusStopper(tune.Stopper):
-    """Stops a trial when its seed reached Algorithm 1's rule, and all trials once the consensus held."""
+    """Stops a trial once all its seeds have ended (Algorithm 1 or the schedule), and all trials once the
+    consensus held."""
 
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator

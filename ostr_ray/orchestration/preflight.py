@@ -16,6 +16,7 @@ from typing import Any
 
 from ostr_ray.core.config import ConfigError, config_from_dict
 from ostr_ray.experiment import LaunchDir, LaunchDirError, LaunchSpec
+from ostr_ray.experiment.storage import StorageError, check_remote_writable, is_uri
 from ostr_ray.orchestration.ownership import driver_alive, holder
 from ostr_ray.orchestration.spec import LaunchError
 
@@ -57,8 +58,13 @@ def _report(launch: LaunchDir) -> Any:
 
 def check_writable(path: str, what: str) -> None:
     """``path`` can be created and written: fail now, not after an epoch of training. Nothing is created: the
-    check asks the nearest existing folder on the way."""
-    if "://" in path:
+    check asks the nearest existing folder on the way (remote storage: see
+    :func:`~ostr_ray.experiment.storage.check_remote_writable`)."""
+    if is_uri(path):
+        try:
+            check_remote_writable(path)
+        except StorageError as exc:
+            raise LaunchError(f"cannot use {what} {path}: {exc}") from None
         return
     folder = Path(path).expanduser().resolve()
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
@@ -69,6 +75,16 @@ def check_writable(path: str, what: str) -> None:
             pass
     except OSError as exc:
         raise LaunchError(f"cannot write to {what} {path}: {existing}: {exc.strerror or exc}") from None
+
+
+def check_tracking(spec: LaunchSpec) -> None:
+    """The MLflow store is named and, if a server, answers: before anything of the launch exists on disk or in
+    storage (the launch's own SQLite store is created with its directory, later)."""
+    from ostr_ray.tracking.store import check_tracking_uri, is_server, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(spec.tracking_uri, spec.experiment_path)
+    if is_server(uri):
+        check_tracking_uri(uri)
 
 
 def check_tables(variants: dict[str, dict[str, Any]]) -> None:
@@ -130,9 +146,11 @@ def check_memory(spec: LaunchSpec, *, local: bool) -> None:
 
 
 def preflight_launch(spec: LaunchSpec, *, local: bool, overwrite: bool) -> None:
-    """All of the above for a new launch, in the order cheapest first."""
+    """All of the above for a new launch, in the order cheapest first. None creates anything (the remote
+    storage probe deletes its file again), and the launch's folders are made only after all of them pass."""
     check_trials(spec)
     check_new_launch(LaunchDir(spec.experiment_path), overwrite=overwrite)
+    check_tracking(spec)
     check_writable(spec.storage, "--storage")
     check_tables(spec.variants)
     check_memory(spec, local=local)

@@ -15,12 +15,14 @@ import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from ray import tune
 
 from ostr_ray.core.coordinator import Coordinator, TrialKey
-from ostr_ray.experiment import LaunchDir, LaunchReport, LaunchSpec, trial_dirname, trial_run_name
+from ostr_ray.experiment import LaunchDir, LaunchReport, LaunchSpec, trial_run_key
+from ostr_ray.experiment.layout import trial_group_dirname
 from ostr_ray.experiment.storage import resolve
 from ostr_ray.orchestration import cluster
 from ostr_ray.orchestration.callbacks import ConsensusStopper, CoordinatorCallback
@@ -45,9 +47,7 @@ def trainable(spec: LaunchSpec):
 
 def _trial_dirname(trial: Any) -> str:
     params = trial.config["trial"]
-    seeds = trial_seeds(params)
-    name = trial_dirname(params["variant"], seeds[0])
-    return name if len(seeds) == 1 else f"{name}-{seeds[-1]}"
+    return trial_group_dirname(params["variant"], trial_seeds(params))
 
 
 def init_ray(address: str | None, spec: LaunchSpec) -> bool:
@@ -109,7 +109,7 @@ def run_launch(
     store checked before Ray starts) records the launch in MLflow.
     """
     launch = LaunchDir(spec.experiment_path)
-    created = not launch.exists()
+    created = _outermost_new_folder(launch)
     try:
         with DriverLock(launch):
             recorder = _with_ray(address, spec, recorder)
@@ -118,9 +118,21 @@ def run_launch(
             launch.write_spec(spec)
             return _fit_and_report(_tuner(spec, callback), callback, spec, recorder)
     except REFUSALS:
-        if created and not launch.is_remote:  # refused before any trial ran: leave nothing behind
-            shutil.rmtree(launch.path, ignore_errors=True)
+        if created:  # refused before any trial ran: leave nothing behind, not even an empty --storage folder
+            shutil.rmtree(created, ignore_errors=True)
         raise
+
+
+def _outermost_new_folder(launch: LaunchDir) -> Path | None:
+    """The outermost folder that running ``launch`` will create (None: remote, or the launch directory exists)."""
+    if launch.is_remote:
+        return None
+    new = None
+    for folder in (Path(launch.path), *Path(launch.path).parents):
+        if folder.exists():
+            return new
+        new = folder
+    return new
 
 
 def resume_launch(
@@ -226,7 +238,7 @@ def _report(
 ) -> LaunchReport:
     summary = coordinator.summary()
     failures = {
-        trial_run_name(v, s): info.reason or "failed"
+        trial_run_key(v, s): info.reason or "failed"
         for v, data in summary.variants.items()
         for s, info in data.seeds.items()
         if info.status == "failed"

@@ -81,7 +81,7 @@ class ClusterOptions:
     gpus_per_trial: float = option(0.0, "GPUs per trial; 0.25 packs four seeds per GPU.")
     max_failures: int = option(2, "Retries of a failed trial from its last checkpoint.")
     seeds_per_trial: int = option(1, "Seeds searched as one batched model per trial (one kernel serves them all).")
-    """See core/batched.py."""
+    """See core/step.py: one step over the stacked supernets of the trial's seeds."""
 
 
 @dataclass
@@ -180,11 +180,11 @@ def _check_numbers(stop: StopOptions, cluster: ClusterOptions) -> None:
 
 
 def _check_groups(variants: dict[str, dict[str, Any]], seeds: list[int], per_trial: int) -> None:
-    """A seed group must be one search at several seeds, with an architecture step the batched model runs."""
+    """A seed group must be one search at several seeds (:func:`~ostr_ray.core.search.check_group`)."""
     if per_trial <= 1:
         return
-    from ostr_ray.core.batched import check_group
     from ostr_ray.core.config import config_from_dict
+    from ostr_ray.core.search import check_group
 
     for values in variants.values():
         check_group([config_from_dict({**values, "seed": seed}) for seed in seeds[:per_trial]])

@@ -1,11 +1,11 @@
-"""Inside a Ray Tune trial: one seed's search, or a group of seeds searched as one batched model
-(``--seeds-per-trial K``, :class:`~ostr_ray.core.batched.SeedGroupSearcher`), resumed from Tune's checkpoint
-after a retry or restore.
+"""Inside a Ray Tune trial: the search of one seed, or of a group of seeds searched as one batched model
+(``--seeds-per-trial K``), through the one loop :class:`~ostr_ray.core.search.SeedGroupSearcher` (one seed is a
+group of one), resumed from Tune's checkpoint after a retry or restore.
 
-Each epoch's reports (one per seed) and the checkpoint reach Tune in one ``tune.report`` call; the driver's
-coordinator callback reads the reports back from the result (:func:`reports_in`). When a seed's search ends,
-the trial writes the same :class:`~ostr_ray.experiment.SearchRecord` that ``ostr-ray search`` writes, into that
-seed's folder of the experiment.
+Each epoch's reports (one per seed of the trial) and the checkpoint reach Tune in one ``tune.report`` call;
+the driver's coordinator callback reads the reports back from the result (:func:`reports_in`). When a seed's
+search ends, the trial writes the same :class:`~ostr_ray.experiment.SearchRecord` that ``ostr-ray search``
+writes, into that seed's folder of the experiment, before it reports the epoch that ended it.
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ from typing import Any
 
 from ray import tune
 
-from ostr_ray.core.config import ConfigError, config_from_dict
+from ostr_ray.core.config import ConfigError, SearchConfig, config_from_dict
 from ostr_ray.core.events import EpochReport
 from ostr_ray.experiment import LaunchDir, SearchRecord
-from ostr_ray.experiment.layout import WORKER_PID
+from ostr_ray.experiment.layout import TRIAL_WORK, WORKER_PID, seed_work_dirs
 
 # result keys a trial reports besides EpochReport.scalars()
 REPORTS_KEY = "ostr_reports"
 """JSON list of epoch reports: epochs a retried trial already sent (backfill) first, then this epoch's."""
 STOP_KEY = "ostr_stop"
+"""Every seed of the trial has ended (Algorithm 1 or the schedule): why, per seed."""
 FAILED_KEY = "ostr_failed"
 """A failure of the whole trial (its data, settings or table): every seed of it failed."""
 FAILED_SEEDS_KEY = "ostr_failed_seeds"
@@ -48,22 +49,47 @@ def search_trial(params: dict[str, Any]) -> None:
     trial = params["trial"]
     config = config_from_dict(trial["search"])
     torch.set_num_threads(config.threads or 1)
-    work = Path(tune.get_context().get_trial_dir()) / "search"
+    work = Path(tune.get_context().get_trial_dir()) / TRIAL_WORK
     work.mkdir(parents=True, exist_ok=True)
     launch = LaunchDir(trial["experiment_path"]) if trial.get("experiment_path") else None
     _write_worker_pid(launch, trial)
     _restore(work)
-    run = _run_group if len(trial_seeds(trial)) > 1 else _run_single
     try:
-        results = run(config, trial_seeds(trial), work)
+        guard_device_memory(config, trial_seeds(trial), _gpu_share())
+        _search(config, trial, work, launch)
     except (SearchError, DataError, NB201TableError, ConfigError) as exc:
         # Deterministic failures: a retry would fail the same way, so end the trial and say why.
         tune.report({FAILED_KEY: str(exc)})
-        return
-    if launch is not None:
-        for seed, result in results.items():
-            record = SearchRecord({**config.to_dict(), "seed": seed}, result)
-            launch.write_search_record(trial["variant"], seed, record)
+
+
+def guard_device_memory(
+    config: SearchConfig, seeds: list[int], gpu_share: float, *, capacity_bytes: int | None = None
+) -> None:
+    """Refuse, before any data is read, a search whose supernets (one per seed) do not fit the trial's GPU
+    (:func:`~ostr_ray.core.memory.check_device_memory`; a ``ConfigError``, so the trial fails without retries).
+
+    The capacity is what the GPU has free, capped at the trial's share of it (``--gpus-per-trial 0.25``: trials
+    that start together each see the whole card free). ``capacity_bytes`` injects it (tests, on CPU). A CPU
+    trial's host memory is reserved by Ray from the driver's pre-flight estimate instead.
+    """
+    import torch
+
+    from ostr_ray.core.memory import check_device_memory
+    from ostr_ray.core.placement import resolve_device
+
+    device = resolve_device(config)
+    if capacity_bytes is None:
+        if device.type != "cuda":
+            return
+        free, total = torch.cuda.mem_get_info(device)
+        capacity_bytes = min(free, int(total * gpu_share)) if 0 < gpu_share < 1 else free
+    check_device_memory(config, device, capacity_bytes, seeds=len(seeds))
+
+
+def _gpu_share() -> float:
+    """The GPUs Tune gave this trial (a fraction when trials share one)."""
+    resources = tune.get_context().get_trial_resources()
+    return float(getattr(resources, "required_resources", {}).get("GPU", 0.0))
 
 
 def _restore(work: Path) -> None:
@@ -75,36 +101,55 @@ def _restore(work: Path) -> None:
         shutil.copytree(restored, work, dirs_exist_ok=True)
 
 
-def _run_single(config: Any, seeds: list[int], work: Path) -> dict[int, Any]:
-    from ostr_ray.core.checkpoint import CHECKPOINT_NAME
-    from ostr_ray.core.search import Searcher
+def _search(config: SearchConfig, trial: dict[str, Any], work: Path, launch: LaunchDir | None) -> None:
+    """The trial's seeds through the one search loop; one Tune report per epoch with every seed's report.
 
-    reporter = TuneReporter(work)
-    if (work / CHECKPOINT_NAME).is_file():
-        searcher = Searcher.resume(work, config=config, out_dir=work, callbacks=[reporter])
-        reporter.pending = list(searcher.history)  # the epochs a retried trial already reported
-    else:
-        searcher = Searcher(config, out_dir=work, callbacks=[reporter])
-    return {config.seed: searcher.run()}
+    A retried trial resumes each seed from its checkpoint and re-sends the epochs it had reported, first
+    (the driver drops what it already has). A seed's search record is written when the seed ends, so a
+    finished seed is recorded even if the trial is stopped right after its last report.
+    """
+    from ostr_ray.core.search import SeedGroupSearcher
 
-
-def _run_group(config: Any, seeds: list[int], work: Path) -> dict[int, Any]:
-    """K seeds as one batched model; one report per epoch with every seed's epoch report in it."""
-    from ostr_ray.core.batched import SeedGroupSearcher
-
-    group = SeedGroupSearcher.from_seeds(config, seeds, out_dirs=[work / f"seed{s}" for s in seeds], resume=True)
+    seeds = trial_seeds(trial)
+    group = SeedGroupSearcher.from_seeds(config, seeds, out_dirs=seed_work_dirs(work, seeds), resume=True)
     pending = [report for member in group.members for report in member.history]
+    recorded: set[int] = set()
     told: set[int] = set()
-    while group.active:
-        reports = group.run_epoch()
+    while True:
+        reports = group.run_epoch() if group.active else []
+        recorded |= _record_ended(launch, trial["variant"], config, group.result.results, recorded)
         failed = {s: f.error for s, f in group.result.failures.items() if s not in told}
         told |= failed.keys()
-        metrics: dict[str, Any] = {"epoch": max((r.epoch for r in reports), default=0), **_reports(pending + reports)}
-        if failed:
-            metrics[FAILED_SEEDS_KEY] = json.dumps(failed)
+        metrics = _metrics(pending + reports, failed)
+        if not group.active:
+            metrics[STOP_KEY] = "; ".join(f"seed {s}: {r.stop_reason}" for s, r in group.result.results.items())
+        if reports or pending or failed:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(work)))
         pending = []
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(work)))
-    return group.result.results
+        if not group.active:
+            return
+
+
+def _record_ended(
+    launch: LaunchDir | None, variant: str, config: SearchConfig, results: dict[int, Any], recorded: set[int]
+) -> set[int]:
+    """Write the search record of each seed that ended since the last call; the seeds written."""
+    new = set(results) - recorded
+    if launch is not None:
+        for seed in sorted(new):
+            record = SearchRecord({**config.to_dict(), "seed": seed}, results[seed])
+            launch.write_search_record(variant, seed, record)
+    return new
+
+
+def _metrics(reports: list[EpochReport], failed: dict[int, str]) -> dict[str, Any]:
+    """A trial's Tune result: the epoch, every seed's scalars under ``seed<k>/``, the reports, the failures."""
+    metrics: dict[str, Any] = {"epoch": max((r.epoch for r in reports), default=0), **_reports(reports)}
+    for report in reports:
+        metrics.update({f"seed{report.seed}/{key}": value for key, value in report.scalars().items()})
+    if failed:
+        metrics[FAILED_SEEDS_KEY] = json.dumps(failed)
+    return metrics
 
 
 def _reports(reports: list[EpochReport]) -> dict[str, str]:
@@ -121,21 +166,6 @@ def _write_worker_pid(launch: LaunchDir | None, trial: dict[str, Any]) -> None:
         return
     for seed in trial_seeds(trial):
         launch.trial(trial["variant"], seed).write_text(WORKER_PID, str(os.getpid()))
-
-
-class TuneReporter:
-    """Search callback inside a single-seed trial: each epoch's report and checkpoint go to Tune in one call."""
-
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.pending: list[EpochReport] = []
-
-    def on_epoch_end(self, report: EpochReport, checkpoint_path: str | None) -> None:
-        metrics: dict[str, Any] = {**report.scalars(), "epoch": report.epoch, **_reports([*self.pending, report])}
-        self.pending = []
-        if report.stop_reason:
-            metrics[STOP_KEY] = report.stop_reason
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(self.work)))
 
 
 def reports_in(result: dict[str, Any]) -> list[EpochReport]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ostr_ray.core.fieldtypes import option
+from ostr_ray.experiment.layout import DEFAULT_STORAGE
 from ostr_ray.retrain.protocols import parse_set
 
 
@@ -56,7 +57,7 @@ class RetrainPlacement:
     gpus_per_worker: float | None = option(None, "GPUs per worker, 0 or 1. [default: 0]")
     max_failures: int = option(2, "Worker-group restarts from the last checkpoint.")
     address: str | None = option(None, "Join a running Ray cluster ('auto'); else start one.")
-    storage: str | None = option(None, "Where run dirs (checkpoints) go. [default: ostr_runs]")
+    storage: str | None = option(None, f"Where run dirs (checkpoints) go. [default: {DEFAULT_STORAGE}]")
     name: str | None = option(None, "Run name (a folder under --storage).")
     tracking_uri: str | None = option(None, "MLflow tracking URI.")
     resume: str | None = option(None, "Continue the retrain in this run dir.")

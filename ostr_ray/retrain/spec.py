@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ostr_ray.data import DATASETS, DataError, check_data_source, class_folder_check, class_names, get_source, split_dir
+from ostr_ray.experiment.layout import DEFAULT_STORAGE, RETRAIN_SPEC
 from ostr_ray.fileio import atomic_write_text
 from ostr_ray.retrain.genotypes import resolve_genotype
 from ostr_ray.retrain.network import build_network, measure_network
@@ -24,7 +25,7 @@ from ostr_ray.retrain.protocols import (
     effective_lr,
 )
 
-SPEC_FILE = "retrain.json"
+SPEC_FILE = RETRAIN_SPEC
 # DATASETS: the data registry's names (ostr_ray.data.sources); ``imagenet`` is a class-folder tree streamed
 # from disk, ``imagefolder`` one decoded into memory once.
 
@@ -158,7 +159,9 @@ def default_protocol(space: str, dataset: str) -> str:
     return protocol
 
 
-def _protocol_config(recipe: RetrainRecipe, space: str) -> RetrainConfig:
+def protocol_config(recipe: RetrainRecipe, space: str) -> RetrainConfig:
+    """The recipe's protocol (default: the space's for the data set) with its overrides, checked to fit the space
+    and the data set (``ostr-ray evaluate`` builds its runs' recipe here too)."""
     protocol = recipe.protocol or default_protocol(space, recipe.dataset)
     config = build_retrain_config(protocol, recipe.overrides(), augment=recipe.augment, epochs=recipe.epochs)
     if config.spaces and space not in config.spaces:
@@ -171,7 +174,7 @@ def _protocol_config(recipe: RetrainRecipe, space: str) -> RetrainConfig:
     return config
 
 
-def _check_batch(config: RetrainConfig, info: DataInfo, workers: int) -> None:
+def check_batch(config: RetrainConfig, info: DataInfo, workers: int) -> None:
     if config.batch_size % workers:
         raise RetrainError(f"batch_size {config.batch_size} does not split evenly over {workers} workers")
     per_worker = config.batch_size // workers
@@ -181,7 +184,8 @@ def _check_batch(config: RetrainConfig, info: DataInfo, workers: int) -> None:
         )
 
 
-def _check_size(size: dict[str, Any], config: RetrainConfig, allow_large: bool) -> None:
+def check_size(size: dict[str, Any], config: RetrainConfig, allow_large: bool) -> None:
+    """Refuse a network over the protocol's mobile-setting limit unless ``allow_large``."""
     if config.max_mult_adds_m and size["mult_adds_m"] > config.max_mult_adds_m and not allow_large:
         res = config.flops_resolution
         raise RetrainError(
@@ -198,7 +202,7 @@ def prepare_retrain(options: RetrainOptions) -> RetrainSpec:
         raise RetrainError("missing GENOTYPE (or --resume RUN_DIR)")
     recipe, place = options.recipe, options.placement
     _check_resources(options)
-    storage_root = Path(place.storage or "ostr_runs").expanduser().resolve()
+    storage_root = Path(place.storage or DEFAULT_STORAGE).expanduser().resolve()
     try:
         lookup_uri = resolve_tracking_uri(place.tracking_uri, str(storage_root))
     except TrackingError as exc:
@@ -210,12 +214,12 @@ def prepare_retrain(options: RetrainOptions) -> RetrainSpec:
         variant=options.source.variant,
         tracking_uri=lookup_uri,
     )
-    config = _protocol_config(recipe, space)
+    config = protocol_config(recipe, space)
     info = check_data(recipe.dataset, recipe.data_dir, config, dry_run=options.dry_run)
     workers, cpus_per_worker, gpus_per_worker = place.resources()
-    _check_batch(config, info, workers)
+    check_batch(config, info, workers)
     size = measure_network(build_network(space, genotype, config, info.num_classes), config.flops_resolution)
-    _check_size(size, config, recipe.allow_large)
+    check_size(size, config, recipe.allow_large)
     return RetrainSpec(
         space=space,
         genotype=genotype.to_str(),

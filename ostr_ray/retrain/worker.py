@@ -1,12 +1,16 @@
 """What runs on a Ray Train worker: :func:`train_loop_per_worker` (DDP through ``ray.train.torch``, one
 checkpoint per epoch holding the model, optimizer, schedule and metrics history), its data shards and the
-training step shared with the GPU benchmark. Ray Train pickles the loop by reference to this module."""
+training step shared with the GPU benchmark. Ray Train pickles the loop by reference to this module.
+
+The loop itself (:func:`train_loop`) takes a :class:`Session`, so ``ostr-ray evaluate`` runs it unchanged
+inside a Ray Tune trial."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,27 +190,63 @@ def make_optimizer(model: nn.Module, config: RetrainConfig) -> torch.optim.Optim
     )
 
 
-def train_loop_per_worker(loop: dict[str, Any]) -> None:
-    """One DDP worker: build the net, restore the latest checkpoint, train the remaining epochs.
+@dataclass(frozen=True)
+class Session:
+    """What the training loop needs from whoever runs it: its rank, world size and device, the checkpoint to
+    resume from, how to wrap the model (DDP) and how to report an epoch. :func:`train_loop_per_worker` runs
+    under Ray Train (:func:`ray_train_session`); ``ostr-ray evaluate`` runs the same loop inside a Ray Tune
+    trial (one process, its own session), so both train exactly the same way."""
 
-    Each epoch: set the lr (schedule) and drop-path (``p * epoch / epochs``, DARTS), train on this rank's
-    shard (bf16 autocast + channels_last on GPU), evaluate top-1/top-5 on the test shard, all-reduce the
-    counts, then every rank calls ``ray.train.report``; rank 0 attaches the checkpoint (model, optimizer,
-    scheduler, epoch, and the metrics history of every epoch so far).
-    """
+    rank: int
+    world: int
+    device: torch.device
+    checkpoint: Any
+    """A ``ray.train.Checkpoint`` (or Tune's) to resume from; None for a fresh run."""
+    prepare_model: Callable[[nn.Module], nn.Module]
+    report: Callable[..., None]
+    """``report(metrics, checkpoint=None)``: Ray Train's or Tune's."""
+    checkpoint_from: Callable[[str], Any]
+    """The library's ``Checkpoint.from_directory`` (Ray Train's and Tune's classes differ)."""
+
+
+def ray_train_session() -> Session:
+    """This Ray Train worker's session (DDP through ``ray.train.torch``)."""
     import ray.train
     import ray.train.torch
 
-    config = config_from_dict(loop["config"])
     context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    return Session(
+        rank=context.get_world_rank(),
+        world=context.get_world_size(),
+        device=ray.train.torch.get_device(),
+        checkpoint=ray.train.get_checkpoint(),
+        prepare_model=ray.train.torch.prepare_model,
+        report=ray.train.report,
+        checkpoint_from=ray.train.Checkpoint.from_directory,
+    )
+
+
+def train_loop_per_worker(loop: dict[str, Any]) -> None:
+    """One DDP worker of a Ray Train run: :func:`train_loop` in this worker's :func:`ray_train_session`."""
+    train_loop(loop, ray_train_session())
+
+
+def train_loop(loop: dict[str, Any], session: Session) -> None:
+    """Build the net, restore the session's checkpoint, train the remaining epochs.
+
+    Each epoch: set the lr (schedule) and drop-path (``p * epoch / epochs``, DARTS), train on this rank's
+    shard (bf16 autocast + channels_last on GPU), evaluate top-1/top-5 on the test shard, all-reduce the
+    counts, then every rank reports; rank 0 attaches the checkpoint (model, optimizer, scheduler, epoch, and
+    the metrics history of every epoch so far).
+    """
+    config = config_from_dict(loop["config"])
+    rank, world, device = session.rank, session.world, session.device
     torch.set_num_threads(max(1, int(loop["cpus_per_worker"])))
-    device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
     place = _Placement(rank, world, device, on_gpu and config.channels_last, on_gpu and config.amp)
     _debug_hooks(loop["debug"], rank, None)
 
-    model, optimizer, scheduler, start_epoch, history = _build_and_restore(loop, config, place)
+    model, optimizer, scheduler, start_epoch, history = _build_and_restore(loop, config, place, session)
     net = model.module if hasattr(model, "module") else model
     train_batches = _train_batches(loop, config, place)
     test = _Shard(loop, config, place)
@@ -243,16 +283,15 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
             "time": time.time(),
         }
         history.append(metrics)
-        _report_epoch(metrics, history, net, optimizer, scheduler, rank)
+        _report_epoch(metrics, history, net, optimizer, scheduler, session)
         _debug_hooks(loop["debug"], rank, epoch + 1)
 
 
-def _build_and_restore(loop: dict[str, Any], config: RetrainConfig, place: _Placement) -> tuple[Any, ...]:
-    """The DDP-wrapped network, its optimizer and schedule, restored from Ray Train's latest checkpoint if
-    there is one; returns ``(model, optimizer, scheduler, start_epoch, history)``."""
-    import ray.train
-    import ray.train.torch
-
+def _build_and_restore(
+    loop: dict[str, Any], config: RetrainConfig, place: _Placement, session: Session
+) -> tuple[Any, ...]:
+    """The (DDP-wrapped) network, its optimizer and schedule, restored from the session's checkpoint if there
+    is one; returns ``(model, optimizer, scheduler, start_epoch, history)``."""
     from searchspaces import get_space
 
     torch.manual_seed(seed_from("retrain-init", config.seed))  # same init everywhere; DDP also broadcasts rank 0's
@@ -262,7 +301,7 @@ def _build_and_restore(loop: dict[str, Any], config: RetrainConfig, place: _Plac
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
 
     start_epoch, history, state = 0, [], None
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.checkpoint
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             saved = RetrainCheckpoint(folder)
@@ -272,7 +311,7 @@ def _build_and_restore(loop: dict[str, Any], config: RetrainConfig, place: _Plac
         start_epoch = int(state["epoch"])
     if place.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(model)  # to the device (same Parameter objects) + DDP
+    model = session.prepare_model(model)  # to the device (same Parameter objects) + DDP
     if state is not None:  # after the move, so the momentum buffers land on the parameters' device
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -365,13 +404,11 @@ def _report_epoch(
     net: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
-    rank: int,
+    session: Session,
 ) -> None:
     """Every rank reports (Ray Train waits for all); rank 0 prints the epoch and attaches the checkpoint."""
-    import ray.train
-
-    if rank != 0:
-        ray.train.report(metrics)
+    if session.rank != 0:
+        session.report(metrics)
         return
     print(
         f"epoch {metrics['epoch']}/{metrics['epochs']}  loss {metrics[schema.TRAIN_LOSS]:.4f}"
@@ -390,4 +427,4 @@ def _report_epoch(
         }
         torch.save(state, checkpoint.state)
         checkpoint.write_history(history)  # after the state: a folder with a history is complete
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        session.report(metrics, checkpoint=session.checkpoint_from(folder))

@@ -12,7 +12,11 @@ Run tree of a launch (written by :class:`~ostr_ray.tracking.recorder.LaunchRecor
         │                   <criterion>_gt_<column>); at its end cell_params_m, cell_mult_adds_m
         │       tags: genotype.<criterion> (current, then final), ostr.failure_reason when not FINISHED
         │       artifacts: genotypes.json, history.json, plots/heatmaps_epoch_<NNN>.png, plots/cells.png
-        └── child run  retrain-...        (``ostr-ray retrain`` of a launch's genotype nests here)
+        ├── child run  retrain-...        (``ostr-ray retrain`` of a launch's genotype nests here)
+        └── child run  evaluation         (``ostr-ray evaluate``) tags ostr.kind=evaluation; params: protocol,
+            │           seeds, selectors; metrics: <cell>/top1_mean, <cell>/top1_std, <cell>/runs
+            └── child run  <cell>-seed<r> tags ostr.kind=evaluation_run, ostr.cell, ostr.selectors, ostr.genotype,
+                        ostr.seed; params as a retrain's; metrics per epoch as a retrain's, params_m, mult_adds_m
 
 With several variants the parent's per-variant metrics and tags are prefixed ``<variant>/``.
 """
@@ -63,6 +67,14 @@ SEARCH_RUN = "ostr.search_run_id"
 SOURCE = "ostr.source"
 RESUMED = "ostr.resumed"
 ERROR = "ostr.error"
+# evaluation runs (``ostr-ray evaluate``)
+KIND_EVALUATION, KIND_EVALUATION_RUN = "evaluation", "evaluation_run"
+CELL = "ostr.cell"
+SELECTORS = "ostr.selectors"
+"""Comma-separated selectors that chose a run's cell (``consensus``, a criterion, ``seeds``, ``random``, ...)."""
+OUTCOME = "ostr.outcome"
+TOP1_MEAN, TOP1_STD, RUNS_DONE = "top1_mean", "top1_std", "runs"
+"""The evaluation run's per-cell metrics, as ``<cell>/<name>`` (:func:`variant_key`)."""
 
 # -- metrics (besides EpochReport.scalars() on trial runs) ---------------------------------------------------
 STATS_METRICS = ("agreement", "consensus_stable_for", "mean_kendall_tau", "n_seeds")

@@ -58,7 +58,10 @@ def client(uri: str | None) -> MlflowClient:
 
 
 def quiet_mlflow() -> None:
-    """A new SQLite store logs its schema migrations at INFO; the launch's live view has no room for it."""
+    """A new SQLite store logs its schema migrations at INFO; the launch's live view has no room for it. And a
+    run ending on a tracking server prints "View run ... at: <url>" on stdout, which is ``--json``'s (the launch
+    names its MLflow record itself, on stderr): off unless ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT`` says."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
