@@ -66,6 +66,11 @@ class LaunchView:
         if self.quiet:
             self._line(self._consensus_text(stats).plain)
 
+    def on_trial_retried(self, key: TrialKey, cause: str, resumes_after: int) -> None:
+        """One line whatever the view: a retry is news even on a terminal (the table only shows its effect)."""
+        start = f"continues from epoch {resumes_after}" if resumes_after else "starts again"
+        self._line(f"{key.variant} seed {key.seed} lost its trial ({cause}): {start}")
+
     def on_trial_finished(self, key: TrialKey, status: str, reason: str = "") -> None:
         if self.quiet:
             self._line(f"{key.variant} seed {key.seed} {status}" + (f": {reason}" if reason else ""))

@@ -38,9 +38,12 @@ class CoordinatorCallback(tune.Callback):
     """Feeds every trial's epoch reports to the :class:`Coordinator`; snapshots it beside the experiment.
 
     Listeners (the live view, the MLflow recorder) get ``run_in_background()`` and ``drain()`` where they have
-    them (at the first result and at the experiment's end), ``on_trial_report(key, report)`` for every report,
-    epochs re-sent by a retried or restored trial included, ``on_epoch_stats(stats)``, and, where they have
-    it, ``on_trial_finished(key, status, reason)`` once a trial ends (finished, stopped or failed).
+    them (at the first result and at the experiment's end), ``on_trial_report(key, report)`` once per epoch of
+    each seed (a retried trial re-sends the epochs it had reported: the coordinator takes them again, the
+    listeners do not see them twice; a restored driver's new listeners do get them, once),
+    ``on_epoch_stats(stats)``, and, where they have them, ``on_trial_retried(key, cause, resumes_after)`` when
+    Tune retries a failed trial (a lost node, a killed worker) and ``on_trial_finished(key, status, reason)``
+    once a trial ends (finished, stopped or failed).
     """
 
     def __init__(self, coordinator: Coordinator, experiment_path: str) -> None:
@@ -50,9 +53,11 @@ class CoordinatorCallback(tune.Callback):
         self.listeners: list[Any] = []
         self._snapshot_at = 0.0
         self._snapshot_due = False
+        self._relayed: dict[TrialKey, int] = {}
+        """The last epoch each seed's listeners were given (process-local, like the listeners)."""
 
     def __getstate__(self) -> dict[str, Any]:  # the live view and listeners are process-local
-        return {**self.__dict__, "view": None, "listeners": []}
+        return {**self.__dict__, "view": None, "listeners": [], "_relayed": {}}
 
     def journal_path(self) -> Path:
         """The launch's ``driver-journal/``; a remote launch keeps its journal in a local temporary folder
@@ -76,8 +81,10 @@ class CoordinatorCallback(tune.Callback):
         for report in reports_in(result):
             key = TrialKey(variant, report.seed)
             new_stats += self.coordinator.update(key, report)
-            for listener in self.listeners:
-                listener.on_trial_report(key, report)
+            if report.epoch > self._relayed.get(key, 0):
+                self._relayed[key] = report.epoch
+                for listener in self.listeners:
+                    listener.on_trial_report(key, report)
         failed = failed_seeds_in(result)
         if FAILED_KEY in result:
             failed.update(dict.fromkeys((k.seed for k in trial_keys(trial)), result[FAILED_KEY]))
@@ -92,6 +99,12 @@ class CoordinatorCallback(tune.Callback):
         """Tune's loop turns several times a second: a snapshot held back by the rate limit is written here."""
         if self._snapshot_due:
             self._snapshot(force=False)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Tune retries a trial that died (its node lost, its worker killed): one line per seed, not Ray's logs."""
+        cause = failure_cause(trial).removeprefix("failed after retries: ")
+        for key in trial_keys(trial):
+            call(self.listeners, "on_trial_retried", key, cause, self._relayed.get(key, 0))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end_seeds(trial, "finished", "")
