@@ -8,7 +8,11 @@ MLflow :class:`~ostr_ray.tracking.recorder.LaunchRecorder` against a local ``mlf
 127.0.0.1, a free port, a SQLite store in a temporary folder, stopped at the end). Printed: the driver's
 median / p99 / worst milliseconds per report, the state Tune pickles into its experiment checkpoint
 (``pickle.dumps(callback.get_state())``), MLflow calls per report, how long the recorder's backlog took to
-drain, and the machine.
+drain, and the machine. The garbage collector's pauses are timed apart (``gc.callbacks``): a full collection
+walks every object the driver process tracks, ~400,000 of them from importing torch, Ray and MLflow before a
+single report arrives, and costs 0.2-0.4 s on a 2-core machine whichever report it lands on; the driver
+freezes them (``gc.freeze()`` before ``tuner.fit()``, orchestration/run.py) and so does the replay;
+``--no-freeze-gc`` shows the cost without.
 
     python benchmarks/bench_driver.py                      # 1000 trials x 50 epochs, DARTS space
     python benchmarks/bench_driver.py --trials 200 --epochs 10 --json driver.json
@@ -17,6 +21,7 @@ drain, and the machine.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import pickle
@@ -129,6 +134,26 @@ class Reports:
 
 
 # ------------------------------------------------------------------------------------------------ replay
+class GcPauses:
+    """The garbage collector's pauses (``gc.callbacks``): (generation, seconds) each, in any thread."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._start))
+
+    def seconds(self) -> float:
+        return sum(s for _, s in self.pauses)
+
+    def full(self) -> list[float]:
+        return [s for g, s in self.pauses if g == 2]
+
+
 def replay(args: argparse.Namespace, folder: Path, uri: str) -> dict[str, Any]:
     spec = LaunchSpec(
         variants={VARIANT: {"space": args.space, "criterion": "ostr", "epochs": args.epochs}},
@@ -152,27 +177,36 @@ def replay(args: argparse.Namespace, folder: Path, uri: str) -> dict[str, Any]:
     reports = Reports(args.space, args.trials, args.epochs)
     trials = [SimpleNamespace(config={"trial": {"variant": VARIANT, "seeds": [s]}}, storage=None) for s in spec.seeds]
     order = np.random.default_rng(1)
-    times, epoch_ends = [], []
+    times, gc_times, epoch_ends = [], [], []
+    if args.freeze_gc:
+        gc.freeze()  # as the driver does before tuner.fit(): full collections skip the imports' objects
+    collector = GcPauses()
+    gc.callbacks.append(collector)
     started = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         for seed in order.permutation(args.trials):  # trials report in any order
             result = {REPORTS_KEY: json.dumps([reports.report(int(seed), epoch).to_json()])}
-            t0 = time.perf_counter()
+            t0, gc0 = time.perf_counter(), collector.seconds()
             callback.on_trial_result(0, [], trials[seed], result)
             callback.on_step_end(0, [])
             times.append(time.perf_counter() - t0)
+            gc_times.append(collector.seconds() - gc0)
         epoch_ends.append(times[-1])
     replay_s = time.perf_counter() - started
+    gc.callbacks.remove(collector)
     t0 = time.perf_counter()
     recorder.drain()
     drain_s = time.perf_counter() - t0
     calls = recorder.client.calls - calls_at_start
-    state_bytes = len(pickle.dumps(callback.get_state()))
+    t0 = time.perf_counter()
+    state_bytes = len(pickle.dumps(callback.get_state()))  # what Tune does at each experiment checkpoint
+    state_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     recorder.abort("benchmark over")  # every run KILLED, the recorder's thread stopped
     view.close()
     log.close()
     ms = np.asarray(times) * 1000.0
+    gc_ms = np.asarray(gc_times) * 1000.0
     latest = coordinator.latest(VARIANT)
     return {
         "trials": args.trials,
@@ -183,7 +217,14 @@ def replay(args: argparse.Namespace, folder: Path, uri: str) -> dict[str, Any]:
         "median_ms": float(np.median(ms)),
         "p99_ms": float(np.percentile(ms, 99)),
         "worst_ms": float(ms.max()),
+        "worst_gc_ms": float(gc_ms[ms.argmax()]),
+        "worst_without_gc_ms": float((ms - gc_ms).max()),
         "epoch_completion_median_ms": float(np.median(epoch_ends) * 1000.0),
+        "epoch_completion_worst_ms": float(np.max(epoch_ends) * 1000.0),
+        "freeze_gc": args.freeze_gc,
+        "full_gc_count": len(collector.full()),
+        "full_gc_worst_ms": max(collector.full(), default=0.0) * 1000.0,
+        "gc_tracked_objects": len(gc.get_objects()),
         "replay_s": replay_s,
         "mlflow_drain_s": drain_s,
         "mlflow_close_s": time.perf_counter() - t0,
@@ -192,6 +233,7 @@ def replay(args: argparse.Namespace, folder: Path, uri: str) -> dict[str, Any]:
         "recorder_errors": len(recorder.errors),
         "state_bytes": state_bytes,
         "state_mb": state_bytes / 2**20,
+        "state_pickle_ms": state_s * 1000.0,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "journal_mb": sum(f.stat().st_size for f in callback.journal_path().glob("*")) / 2**20,
         "epochs_summarised": latest.epoch if latest else 0,
@@ -213,6 +255,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--plot-every", type=int, default=0, help="the recorder's heatmaps every N epochs per trial (0: none)"
     )
+    parser.add_argument(
+        "--no-freeze-gc", dest="freeze_gc", action="store_false", help="leave the imports' objects to the collector"
+    )
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="bench-driver-"))
@@ -227,11 +272,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(
         f"driver: {result['trials']} trials x {result['epochs']} epochs ({result['space']}), "
         f"{result['reports']} reports: median {result['median_ms']:.2f} ms, p99 {result['p99_ms']:.1f} ms, "
-        f"worst {result['worst_ms']:.1f} ms per report (epoch completions: median "
-        f"{result['epoch_completion_median_ms']:.1f} ms)"
+        f"worst {result['worst_ms']:.1f} ms per report, {result['worst_gc_ms']:.0f} ms of it garbage collection "
+        f"(epoch completions: median {result['epoch_completion_median_ms']:.1f} ms, worst "
+        f"{result['epoch_completion_worst_ms']:.1f} ms)"
     )
     print(
-        f"state Tune pickles: {result['state_mb']:.2f} MB; journal on disk {result['journal_mb']:.1f} MB; "
+        f"garbage collector{' (frozen imports)' if result['freeze_gc'] else ''}: "
+        f"{result['full_gc_count']} full collections, worst {result['full_gc_worst_ms']:.0f} ms, "
+        f"{result['gc_tracked_objects']} tracked objects; worst report without its GC pauses "
+        f"{result['worst_without_gc_ms']:.1f} ms"
+    )
+    print(
+        f"state Tune pickles: {result['state_mb']:.2f} MB in {result['state_pickle_ms']:.0f} ms; "
+        f"journal on disk {result['journal_mb']:.1f} MB; "
         f"max RSS {result['max_rss_mb']:.0f} MB; Kendall tau: {result['kendall_tau']}"
     )
     print(

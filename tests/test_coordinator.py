@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -458,8 +459,8 @@ def test_compact_state_with_a_disk_journal_resumes_identically_and_keeps_o_seeds
     first = Coordinator(patience=2, agreement=0.5)
     first.use_journal(DiskJournal(tmp_path / "journal"))
     emitted = [s.to_json() for e in events[:half] for s in _apply(first, e)]
-    compact = json.loads(json.dumps(first.compact_state()))
-    assert all(len(t["reports"]) <= 2 for t in compact["trials"])  # newest summarised + pending, not every epoch
+    compact = pickle.loads(pickle.dumps(first.compact_state()))  # as Tune checkpoints it
+    assert all(len(t["reports"]) <= 2 for t in compact["trials"])  # the next epoch's + pending, not every epoch
     resumed = Coordinator(patience=2, agreement=0.5)
     resumed.use_journal(DiskJournal(tmp_path / "journal"), keep=True)
     resumed.load_state_dict(compact)
@@ -483,3 +484,71 @@ def test_mean_kendall_tau_equals_the_pairwise_mean_with_ties():
     strengths[0]["normal"][2] = 1.0  # a constant row has no tau
     taus = np.concatenate([kendall_tau_b(a["normal"], b["normal"]) for a, b in combinations(strengths, 2)])
     assert mean_kendall_tau(strengths) == pytest.approx(float(np.nanmean(taus)))
+
+
+def _random_darts_report(rng: np.random.Generator, epoch: int, seed: int) -> EpochReport:
+    """A DARTS report whose every criterion has its own scores and genotype (magnitude from the betas)."""
+    from ostr_ray.core.criteria import ArchState, select
+
+    shape = DARTS.alpha_shape
+    matrices = {c: rng.random(shape) for c in DARTS.cell_types}
+    rep = report(epoch, seed, "", space="darts", matrices=matrices)
+    rep.scores = {
+        name: {c: rng.random(shape) * rng.choice([1.0, 1e-3]) for c in DARTS.cell_types} for name in rep.scores
+    }
+    rep.betas = {c: rng.dirichlet(np.ones(shape[1]), size=shape[0]) for c in DARTS.cell_types}
+    state = ArchState.from_report(rep)
+    rep.genotypes = {
+        name: select(name, DARTS, state)[0].to_str() for name in ("ostr", "ostr_star", "naive", "magnitude")
+    }
+    rep.stable_for = {name: int(rng.integers(0, 3)) for name in rep.genotypes}
+    return rep
+
+
+def test_statistics_from_terms_kept_on_arrival_equal_those_computed_from_scratch():
+    """The coordinator scores each report when it arrives (SeedTerms) and only sums at an epoch's completion;
+    the stats must be exactly those of the plain reports, and their parts those of the textbook formulas."""
+    from itertools import combinations
+
+    from ostr_ray.core.consensus import compute_epoch_stats, normalised_strength
+
+    rng = np.random.default_rng(7)
+    seeds, epochs = list(range(9)), 4
+    coord = Coordinator()
+    for seed in seeds:
+        coord.register(TrialKey("darts-c10", seed))
+    sent: dict[tuple[int, int], EpochReport] = {}
+    emitted: list[tuple[EpochStats, dict[int, EpochReport]]] = []
+
+    def note(new: list[EpochStats]) -> None:
+        emitted.extend((s, {seed: sent[seed, e] for seed, e in s.report_epochs.items()}) for s in new)
+
+    queues = {s: list(range(1, (2 if s == 8 else epochs) + 1)) for s in seeds}  # seed 8 finishes at epoch 2
+    queues[3].insert(2, 2)  # re-sent epochs (a retried trial's): epoch 2 of seed 3, epoch 4 of seed 5
+    queues[5].append(4)
+    turns = rng.permutation([s for s, queue in queues.items() for _ in queue])  # any order across seeds
+    for seed in map(int, turns):
+        epoch = queues[seed].pop(0)
+        sent[seed, epoch] = _random_darts_report(rng, epoch, seed)
+        note(coord.update(TrialKey("darts-c10", seed), sent[seed, epoch]))
+        if seed == 8 and epoch == 2:
+            note(coord.mark_finished(TrialKey("darts-c10", 8), "finished"))
+    assert [s.epoch for s, _ in emitted] == list(range(1, epochs + 1))
+
+    previous = None
+    for stats, reports in emitted:
+        plain = {s: EpochReport.from_json(r.to_json()) for s, r in reports.items()}  # nothing memoised
+        assert stats.to_json() == compute_epoch_stats("darts-c10", stats.epoch, "ostr", plain, previous).to_json()
+        previous = stats
+        strengths = [normalised_strength(plain[s], "ostr", DARTS.cell_types) for s in sorted(plain)]
+        for cell in DARTS.cell_types:
+            np.testing.assert_array_equal(stats.strength_mean[cell], np.mean([m[cell] for m in strengths], axis=0))
+            votes = np.zeros((14, 8))
+            for rep in plain.values():
+                for edge, op in DARTS.parse_genotype(rep.genotypes["ostr"]).edge_choices()[cell].items():
+                    votes[edge, op] += 1
+            np.testing.assert_array_equal(stats.vote_share[cell], votes / len(plain))
+        pairs = [
+            kendall_tau_b(a[c], b[c]) for a, b in combinations(strengths, 2) for c in DARTS.cell_types
+        ]  # fmt: skip
+        assert stats.mean_kendall_tau == pytest.approx(float(np.nanmean(np.concatenate(pairs))))

@@ -24,7 +24,8 @@ LAYERS = {
     "ostr_ray.orchestration": 5,
     "ostr_ray.evidence": 5,
     "ostr_ray.retrain": 6,
-    "ostr_ray.cli": 7,
+    "ostr_ray.evaluate": 7,
+    "ostr_ray.cli": 8,
 }
 """A module may import its own package and packages of a lower layer (same-layer edge packages stay apart)."""
 EDGE_LIBRARIES = ("ray", "mlflow", "rich", "typer", "matplotlib")

@@ -35,6 +35,12 @@ def launch(
     if resume:
         preflight.check_writable(resume, "--resume")  # remote storage: endpoint, credentials, bucket, in one line
         path = LaunchDir(resume).path
+        if (ended := _finished_report(path)) is not None:  # nothing to continue: no Ray, no Tune restore
+            err.print(
+                f"launch {path} already finished; nothing to resume", highlight=False, markup=False, soft_wrap=True
+            )
+            print_report(ended, as_json=output.json_out)
+            raise typer.Exit(0)
         view = LaunchView(LaunchDir(resume).read_spec().criterion, quiet=output.quiet)
         start = partial(resume_launch, resume, listeners=[view], view=view, address=address)
     else:
@@ -47,6 +53,17 @@ def launch(
     print_report(report, as_json=output.json_out)
     _print_mlflow_hint(report)
     raise typer.Exit(exit_code(report))
+
+
+def _finished_report(path: str) -> Any:
+    """The report of a launch whose every trial finished (None otherwise: interrupted, or failed trials to retry)."""
+    from ostr_ray.experiment import LaunchDir, LaunchDirError
+
+    try:
+        report = LaunchDir(path).read_report(required=False)
+    except LaunchDirError:
+        return None
+    return report if report is not None and report.outcome == "finished" else None
 
 
 def _run(start: Any, path: str, view: Any) -> Any:

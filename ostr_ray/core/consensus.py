@@ -79,31 +79,28 @@ def modal_genotype(genotypes: list[str | None]) -> tuple[str | None, float]:
     return modal, counts[modal] / len(genotypes)
 
 
-@lru_cache(maxsize=4096)
-def _vote_index(space_name: str, text: str) -> np.ndarray:
+def _vote_index(space: SearchSpace, text: str) -> np.ndarray:
     """The flat (cell, edge, op) positions a genotype votes for, in the space's ``cell_types`` order."""
-    space = _space(space_name)
     size = space.num_edges * len(space.ops)
-    index = np.asarray(
+    return np.asarray(
         [
             space.cell_types.index(cell) * size + edge * len(space.ops) + op
-            for cell, choices in _edge_choices(space_name, text).items()
+            for cell, choices in _edge_choices(space.name, text).items()
             for edge, op in choices.items()
         ],
         dtype=np.int64,
     )
-    index.setflags(write=False)  # shared by every caller of the cache
-    return index
 
 
 def vote_counts(space: SearchSpace, genotypes: list[str | None]) -> Matrix:
-    """Per cell, (E, O) counts of seeds whose genotype put op o on edge e; dropped edges vote for nothing.
+    """Per cell, (E, O) counts of seeds whose genotype put op o on edge e; dropped edges vote for nothing."""
+    return _count_votes(space, [_vote_index(space, text) for text in genotypes if text])
 
-    One ``bincount`` over every seed's cached vote positions: a Python loop over 1,000 DARTS genotypes' edges
-    cost tens of milliseconds per criterion at each epoch's completion.
-    """
+
+def _count_votes(space: SearchSpace, index: list[np.ndarray]) -> Matrix:
+    """:func:`vote_counts` from the genotypes' :func:`_vote_index`: one ``bincount`` where a loop over 1,000
+    DARTS genotypes' edges cost tens of milliseconds per criterion at each epoch's completion."""
     shape = (len(space.cell_types), space.num_edges, len(space.ops))
-    index = [_vote_index(space.name, text) for text in genotypes if text]
     flat = np.bincount(np.concatenate(index), minlength=int(np.prod(shape))) if index else np.zeros(np.prod(shape))
     counts = flat.astype(np.float64).reshape(shape)
     return {cell: counts[i] for i, cell in enumerate(space.cell_types)}
@@ -188,7 +185,8 @@ def consensus_genotype(space: SearchSpace, votes: Matrix, strength_sum: Matrix, 
 class SeedTerms:
     """What one report contributes to its epoch's statistics, computed once and kept beside the report.
 
-    Each criterion's normalised strength and the watched criterion's Kendall terms are memoised on first use;
+    Each criterion's normalised strength and vote positions, and the watched criterion's Kendall terms, are
+    memoised on first use;
     :meth:`prepare` computes, when the report arrives, those :func:`compute_epoch_stats` will ask for, so the
     report that completes an epoch only stacks and sums what every seed's terms already hold. Values are the
     very arrays the from-scratch computation makes, so the statistics do not depend on whether terms were kept.
@@ -196,12 +194,24 @@ class SeedTerms:
     need that criterion, as before.
     """
 
-    __slots__ = ("_strength", "_tau", "report")
+    __slots__ = ("_strength", "_tau", "_votes", "report")
 
     def __init__(self, report: EpochReport) -> None:
         self.report = report
         self._strength: dict[tuple[str, tuple[str, ...]], Matrix] = {}
         self._tau: dict[tuple[str, tuple[str, ...]], tuple[np.ndarray, np.ndarray]] = {}
+        self._votes: dict[tuple[str, str], np.ndarray | None] = {}
+
+    def genotype(self, criterion: str) -> str | None:
+        return self.report.genotypes.get(criterion) or None
+
+    def votes(self, criterion: str, space: SearchSpace) -> np.ndarray | None:
+        """The :func:`_vote_index` of the report's ``criterion`` genotype (``None``: it has none)."""
+        key = (criterion, space.name)
+        if key not in self._votes:
+            text = self.genotype(criterion)
+            self._votes[key] = _vote_index(space, text) if text else None
+        return self._votes[key]
 
     def strength(self, criterion: str, cells: tuple[str, ...]) -> Matrix:
         """:func:`normalised_strength` of the report under ``criterion``."""
@@ -222,13 +232,17 @@ class SeedTerms:
         criterion's strength and Kendall terms, and the strength of every other registered criterion it
         carries a genotype for. Errors are left for :func:`compute_epoch_stats` to raise or skip."""
         try:
-            cells = _space(self.report.space).cell_types
-        except (KeyError, ValueError):
+            space = _space(self.report.space)
+        except ValueError:
             return self  # an unknown space: compute_epoch_stats says so
         others = {c for c, g in self.report.genotypes.items() if g} & set(list_criteria())
         for name in [watched, *sorted(others - {watched})]:
             try:
-                self.tau(name, cells) if name == watched else self.strength(name, cells)
+                self.votes(name, space)
+                if name == watched:
+                    self.tau(name, space.cell_types)
+                else:
+                    self.strength(name, space.cell_types)
             except ValueError:
                 continue
         return self
@@ -310,9 +324,9 @@ def _criterion_consensus(
     space: SearchSpace, terms: list[SeedTerms], criterion: str
 ) -> tuple[str | None, float, Matrix, list[Matrix]]:
     """Consensus, agreement, vote counts and per-seed normalised strength of one criterion."""
-    texts = [t.report.genotypes.get(criterion) or None for t in terms]
+    texts = [t.genotype(criterion) for t in terms]
     strengths = [t.strength(criterion, space.cell_types) for t in terms]
-    votes = vote_counts(space, texts)
+    votes = _count_votes(space, [i for i in (t.votes(criterion, space) for t in terms) if i is not None])
     _, agreement = modal_genotype(texts)
     if not any(texts):
         return None, agreement, votes, strengths

@@ -11,6 +11,7 @@ written as the report's ``outcome``.
 
 from __future__ import annotations
 
+import gc
 import shutil
 import signal
 import time
@@ -201,6 +202,10 @@ def _fit_and_report(tuner: Any, callback: CoordinatorCallback, spec: LaunchSpec,
     """Fit, then write report.json and history.json and close the MLflow record, however the fit ended."""
     started = time.time()
     recorder.start(spec, callback.coordinator)
+    # Torch, Ray and MLflow leave ~430k long-lived objects behind their imports; a full garbage collection walks
+    # them all (0.3-1 s, stalling whichever trial report it lands on at 1,000 trials: benchmarks/bench_driver.py
+    # --freeze-gc). Freezing them moves them out of the collector's sight; the driver never frees them anyway.
+    gc.freeze()
     results, raised = None, None
     with Interrupts() as interrupts:
         try:
