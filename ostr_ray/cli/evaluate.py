@@ -76,6 +76,15 @@ def _print_plan(spec: Any) -> None:
         highlight=False,
         markup=False,
     )
+    if spec.scheduler:
+        asha = spec.scheduler
+        out.print(
+            f"  ASHA screening on {asha['metric']}: rungs from epoch {asha['grace_period']}, reduction factor "
+            f"{asha['reduction_factor']:g}; runs stopped early are reported, not counted in the means",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     for cell in spec.cells:
         size = cell["size"]
         credits = ", ".join(c["label"] for c in cell["credits"])
@@ -100,3 +109,26 @@ def _print_report(report: dict[str, Any], as_json: bool) -> None:
     for table in evaluation_tables(report):
         typer.echo(markdown_table(TableSpec(*table)) + "\n")
     typer.echo(f"{report['outcome']}: {report['stop_reason']}")
+
+
+def show_evaluation_status(path: str, json_out: bool) -> None:
+    """``ostr-ray status <launch>/evaluation``: the evaluation's state (as a launch's) and every run's progress."""
+    from pathlib import Path
+
+    from ostr_ray.evaluate.selection import EvaluateError
+    from ostr_ray.orchestration.status import evaluation_status
+
+    found = evaluation_status(str(Path(path).expanduser().resolve().parent))
+    if found is None:
+        raise EvaluateError(f"no evaluation at {path}")
+    if json_out:
+        typer.echo(json.dumps(found.to_json(), indent=1, default=str))
+        return
+    out = make_console()
+    for name, run in found.runs.items():
+        top1 = "" if run.get("test_top1") is None else f"  top-1 {run['test_top1']:.2f}%"
+        stopped = f" at epoch {run['stopped_at_epoch']}" if run.get("stopped_at_epoch") else ""
+        line = f"{name}: {run['status']}{stopped}  {run.get('epochs_done', 0)}/{found.epochs} epochs{top1}"
+        out.print(line, highlight=False, markup=False)
+    counts = ", ".join(f"{n} {status}" for status, n in found.counts().items())
+    out.print(f"state: {found.state} ({counts}): {found.stop_reason}", highlight=False, markup=False, soft_wrap=True)

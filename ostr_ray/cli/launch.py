@@ -126,10 +126,14 @@ def status(
     path: Annotated[str, typer.Argument(help="A launch's experiment directory (or URI).")],
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show a running, interrupted or finished launch from its coordinator snapshot."""
+    """Show a running, interrupted or finished launch from its coordinator snapshot (or its evaluation)."""
     from ostr_ray.console.summary import launch_summary_table
-    from ostr_ray.orchestration.status import launch_status
+    from ostr_ray.orchestration.status import is_evaluation_path, launch_status
 
+    if is_evaluation_path(path):
+        from ostr_ray.cli.evaluate import show_evaluation_status
+
+        return show_evaluation_status(path, json_out)
     found = launch_status(path)
     if json_out:
         typer.echo(json.dumps(found.to_json(), indent=1))
@@ -148,3 +152,6 @@ def status(
     if found.report is not None:
         for trial, why in found.report.failures.items():
             out.print(f"failed: {trial}: {why}", highlight=False, markup=False)
+    if found.evaluation is not None:
+        line = f"evaluation: {found.evaluation.state} ({found.evaluation.path})"
+        out.print(line, highlight=False, markup=False, soft_wrap=True)  # a path is not to be folded

@@ -6,15 +6,19 @@ keeps each epoch's checkpoint, retries a failed run from its last checkpoint (``
 an interrupted evaluation (``--resume``: ``Tuner.restore``). The driver holds the evaluation directory for its
 whole life (:class:`~ostr_ray.orchestration.ownership.DriverLock`), stops gracefully on Ctrl-C / SIGTERM
 (:class:`~ostr_ray.orchestration.interrupts.Interrupts`) and however the fit ends writes the report, whose
-``outcome`` is the launch's: finished, partial (some runs failed), failed (all did) or interrupted.
+``outcome`` is the launch's: finished, partial (some runs failed), failed (all did) or interrupted. With
+``--scheduler asha`` Tune's ASHA stops the runs that trail at a rung; such a run is "stopped early" (at its last
+epoch), not failed, and the evaluation still finishes.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -23,7 +27,7 @@ from ostr_ray.evaluate.mlflow_run import EpochLogger, finish_runs, open_runs, tr
 from ostr_ray.evaluate.selection import EvaluateError
 from ostr_ray.evaluate.spec import EvaluationSpec
 from ostr_ray.evaluate.trial import evaluation_trial, loop_config
-from ostr_ray.evidence.evaluation import summarise
+from ostr_ray.evidence.evaluation import FAILED, FINISHED, INTERRUPTED, STOPPED_EARLY, summarise
 from ostr_ray.experiment.layout import EVALUATION_DIR, EvaluationDir
 from ostr_ray.orchestration import cluster
 from ostr_ray.orchestration.interrupts import Interrupts
@@ -39,6 +43,16 @@ def _trainable(spec: EvaluationSpec) -> Any:
     return tune.with_resources(evaluation_trial, resources)
 
 
+def _scheduler(spec: EvaluationSpec) -> Any:
+    """Tune's ASHA over the runs' per-epoch top-1 (``spec.scheduler``), or None: every run trains every epoch."""
+    if not spec.scheduler:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    settings = {k: v for k, v in spec.scheduler.items() if k != "name"}
+    return ASHAScheduler(**settings)
+
+
 def _run_name(trial: Any) -> str:
     return trial.config["run"]["name"]
 
@@ -48,7 +62,12 @@ def _tuner(spec: EvaluationSpec, logger: EpochLogger) -> Any:
     return tune.Tuner(
         _trainable(spec),
         param_space={"run": tune.grid_search(runs)},
-        tune_config=tune.TuneConfig(reuse_actors=False, trial_dirname_creator=_run_name, trial_name_creator=_run_name),
+        tune_config=tune.TuneConfig(
+            scheduler=_scheduler(spec),
+            reuse_actors=False,
+            trial_dirname_creator=_run_name,
+            trial_name_creator=_run_name,
+        ),
         run_config=tune.RunConfig(
             name=EVALUATION_DIR,
             storage_path=spec.launch_path,
@@ -95,6 +114,7 @@ def run_evaluation(
     """Run (or with ``resume``, continue) the evaluation ``spec``; returns its report (also ``report.json``)."""
     folder = EvaluationDir(spec.launch_path)
     spec.tracking_uri = tracking_uri_for(spec)  # seconds, and before Ray: a dead server fails here
+    created = not Path(folder.path).exists()
     try:
         lock = DriverLock(folder)
         lock.acquire()
@@ -103,7 +123,13 @@ def run_evaluation(
     try:
         if not resume and folder.exists():
             raise EvaluateError(f"{folder.path} already holds an evaluation; continue it with --resume")
-        owned = _connect(address, spec)
+        try:
+            owned = _connect(address, spec)
+        except EvaluateError:
+            if created:  # refused before any run: leave no evaluation folder behind
+                lock.release()
+                shutil.rmtree(folder.path, ignore_errors=True)
+            raise
         try:
             client = mlflow_client(spec.tracking_uri)
             open_runs(spec, client)
@@ -154,9 +180,10 @@ def _fit_and_report(tuner: Any, spec: EvaluationSpec, client: Any) -> dict[str, 
 
 def _runs(spec: EvaluationSpec, results: Any) -> dict[str, dict[str, Any]]:
     """Every run's result: its status, epochs done and final metrics (from its checkpoint's history, which
-    holds every epoch, also those before a retry)."""
+    holds every epoch, also those before a retry). A run that ended without error before its last epoch was
+    stopped by the scheduler (Tune marks its last result ``done``); one that has not ended is interrupted."""
     epochs = int(spec.config["epochs"])
-    runs = {run["name"]: {**run, "status": "interrupted", "epochs_done": 0} for run in spec.runs()}
+    runs = {run["name"]: {**run, "status": INTERRUPTED, "epochs_done": 0} for run in spec.runs()}
     for result in results or []:
         name = result.config["run"]["name"]
         history = read_history(result.checkpoint)
@@ -170,9 +197,11 @@ def _runs(spec: EvaluationSpec, results: Any) -> dict[str, dict[str, Any]]:
             top1_by_epoch=[h[schema.TEST_TOP1] for h in history],
         )
         if result.error is not None:
-            entry.update(status="failed", error=str(result.error).strip().splitlines()[-1][:300])
+            entry.update(status=FAILED, error=str(result.error).strip().splitlines()[-1][:300])
         elif entry["epochs_done"] >= epochs:
-            entry["status"] = "finished"
+            entry["status"] = FINISHED
+        elif spec.scheduler and (result.metrics or {}).get("done"):
+            entry.update(status=STOPPED_EARLY, stopped_at_epoch=entry["epochs_done"])
     return runs
 
 
@@ -180,23 +209,26 @@ def outcome(runs: dict[str, dict[str, Any]], interrupted_by: int | None) -> str:
     """The launch's outcomes: interrupted (a signal, or runs left unfinished), failed (every run), partial
     (some), finished."""
     statuses = [run["status"] for run in runs.values()]
-    if interrupted_by is not None or "interrupted" in statuses:
+    if interrupted_by is not None or INTERRUPTED in statuses:
         return "interrupted"
-    if statuses.count("failed") == len(statuses):
+    if statuses.count(FAILED) == len(statuses):
         return "failed"
-    return "partial" if "failed" in statuses else "finished"
+    return "partial" if FAILED in statuses else "finished"
 
 
 def build_report(
     spec: EvaluationSpec, runs: dict[str, dict[str, Any]], interrupted_by: int | None, seconds: float
 ) -> dict[str, Any]:
     state = outcome(runs, interrupted_by)
-    failed = [name for name, run in runs.items() if run["status"] == "failed"]
+    failed = [name for name, run in runs.items() if run["status"] == FAILED]
+    stopped = sum(1 for run in runs.values() if run["status"] == STOPPED_EARLY)
     reasons = {
         "interrupted": f"interrupted; continue with: ostr-ray evaluate {spec.launch_path} --resume",
         "failed": f"every run failed ({len(failed)})",
         "partial": f"{len(failed)} of {len(runs)} runs failed: {', '.join(failed)}",
-        "finished": f"all {len(runs)} runs finished",
+        "finished": f"all {len(runs)} runs finished"
+        if not stopped
+        else f"all {len(runs)} runs ended: {len(runs) - stopped} trained every epoch, {stopped} stopped early by ASHA",
     }
     return {
         "outcome": state,
@@ -207,6 +239,7 @@ def build_report(
         "epochs": spec.config["epochs"],
         "dataset": spec.dataset,
         "seeds": spec.seeds,
+        "scheduler": spec.scheduler,
         "runs": runs,
         **summarise(spec.to_json(), runs),
         "mlflow": {**spec.mlflow, "tracking_uri": spec.tracking_uri},

@@ -6,6 +6,7 @@ callback), and at the end the per-cell top-1 mean and std on the evaluation run.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from ray import tune
 
 from ostr_ray.evaluate.selection import EvaluateError
 from ostr_ray.evaluate.spec import EvaluationSpec
+from ostr_ray.evidence.evaluation import FAILED, FINISHED, STOPPED_EARLY
 from ostr_ray.experiment import LaunchDir, LaunchDirError
 from ostr_ray.experiment.layout import ARTIFACTS, EVALUATION_DIR
 from ostr_ray.tracking import schema
@@ -23,6 +25,8 @@ from ostr_ray.tracking.store import TrackingError, check_tracking_uri, launch_st
 EXPERIMENT = "ostr-evaluate"
 """The experiment of an evaluation whose launch was not recorded in MLflow."""
 RUN_STATUS = {"finished": "FINISHED", "partial": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
+CHILD_STATUS = {FINISHED: "FINISHED", STOPPED_EARLY: "FINISHED", FAILED: "FAILED"}
+"""A run's MLflow status by its own (a run ASHA stopped ended as asked: FINISHED, tagged with the epoch)."""
 
 
 def tracking_uri_for(spec: EvaluationSpec) -> str:
@@ -50,9 +54,27 @@ def open_runs(spec: EvaluationSpec, client: Any) -> None:
         client.update_run(ids["evaluation_run_id"], status="RUNNING")
         client.set_tag(ids["evaluation_run_id"], schema.RESUMED, "true")
     children = ids.setdefault("runs", {})
+    diagrams: dict[str, Any] = {}
     for run in spec.runs():
         if run["name"] not in children:
             children[run["name"]] = _child_run(spec, client, run)
+            _log_diagram(spec, client, children[run["name"]], run["cell"], diagrams)
+
+
+def _log_diagram(spec: EvaluationSpec, client: Any, run_id: str, cell_id: str, drawn: dict[str, Any]) -> None:
+    """The cell's diagram (the space's registered drawing, :func:`ostr_ray.tracking.plots.cell_figure`) as the
+    child's ``plots/cells.png``, drawn once per cell. A picture is not worth failing the evaluation over."""
+    from ostr_ray.tracking import plots
+
+    cell = spec.cell(cell_id)
+    try:
+        if cell_id not in drawn:
+            drawn[cell_id] = plots.cell_figure(
+                spec.space, {f"{cell_id} ({', '.join(cell['selectors'])})": cell["genotype"]}
+            )
+        client.log_figure(run_id, drawn[cell_id], schema.CELLS_PLOT)
+    except Exception as exc:  # noqa: BLE001 - matplotlib or the artifact store; the run trains regardless
+        logging.getLogger(__name__).warning("no cell diagram for %s: %s", cell_id, exc)
 
 
 def _launch_runs(spec: EvaluationSpec) -> Any:
@@ -100,6 +122,8 @@ def _evaluation_run(spec: EvaluationSpec, client: Any) -> str:
         "criterion": spec.criterion,
         "cpus_per_run": spec.cpus_per_run,
         "gpus_per_run": spec.gpus_per_run,
+        "scheduler": spec.scheduler.get("name", "none"),
+        **{f"asha.{k}": spec.scheduler[k] for k in ("grace_period", "reduction_factor") if k in spec.scheduler},
     }
     client.log_batch(run_id, params=[Param(k, schema.param_value(v)) for k, v in params.items()])
     return run_id
@@ -178,6 +202,8 @@ class EpochLogger(tune.Callback):
                 f"{name}: epoch {epoch}/{result.get('epochs')}  loss {result.get(schema.TRAIN_LOSS, 0):.4f}  "
                 f"top-1 {result.get(schema.TEST_TOP1, 0):.2f}%"
             )
+            if result.get("done") and epoch < int(result.get("epochs") or epoch):  # Tune's scheduler stopped it
+                self.echo(f"{name}: stopped early by ASHA at epoch {epoch}/{result.get('epochs')}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.client.set_terminated(self.run_ids[trial.config["run"]["name"]], status="FINISHED")
@@ -201,6 +227,7 @@ def finish_runs(spec: EvaluationSpec, client: Any, report: dict[str, Any]) -> No
     for cell in report["cells"]:
         values = {schema.TOP1_MEAN: cell["top1_mean"], schema.TOP1_STD: cell["top1_std"]}
         values[schema.RUNS_DONE] = cell["runs"]
+        values[schema.RUNS_STOPPED] = cell.get("stopped_early", 0)
         metrics += [
             Metric(schema.variant_key(cell["id"], k), float(v), now, 0)
             for k, v in values.items()
@@ -212,8 +239,10 @@ def finish_runs(spec: EvaluationSpec, client: Any, report: dict[str, Any]) -> No
         (Path(folder) / schema.REPORT_ARTIFACT).write_text(json.dumps(report, indent=1, default=str))
         client.log_artifact(run_id, str(Path(folder) / schema.REPORT_ARTIFACT))
     for name, run in report["runs"].items():
-        status = {"finished": "FINISHED", "failed": "FAILED"}.get(run["status"], "KILLED")
+        status = CHILD_STATUS.get(run["status"], "KILLED")
         child = spec.mlflow["runs"][name]
+        if run["status"] == STOPPED_EARLY:
+            client.set_tag(child, schema.STOPPED_EARLY_AT, str(run["stopped_at_epoch"]))
         if client.get_run(child).info.status == "RUNNING" or status != "FINISHED":
             client.set_terminated(child, status=status)
     client.set_terminated(run_id, status=RUN_STATUS.get(report["outcome"], "FAILED"))

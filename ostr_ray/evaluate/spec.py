@@ -34,6 +34,20 @@ class EvaluatePlacement:
     tracking_uri: str | None = option(None, "MLflow tracking URI; default: the launch's own store.")
 
 
+SCHEDULERS = ("none", "asha")
+"""``--scheduler``: every run trains every epoch (``none``), or Tune's ASHA stops the runs that trail (``asha``)."""
+
+
+@dataclass
+class EvaluateScreening:
+    """Early screening of many cells (off by default): Tune's ASHA compares the runs' top-1 at rungs of
+    ``grace_period x reduction_factor^k`` epochs and stops those below the top ``1 / reduction_factor``."""
+
+    scheduler: str = option("none", "'asha': stop runs whose top-1 trails at a rung (Tune's ASHA); 'none' trains all.")
+    grace_period: int = option(1, "ASHA: epochs every run trains before it may be stopped (the first rung).")
+    reduction_factor: float = option(4.0, "ASHA: each rung keeps the top 1/factor of the runs it has seen.")
+
+
 @dataclass
 class EvaluateOptions:
     """Everything ``ostr-ray evaluate`` is asked (see its ``--help``), as the command line fills it."""
@@ -51,6 +65,7 @@ class EvaluateOptions:
     dry_run: bool = option(False, "Print the cells and runs; train nothing.")
     recipe: RetrainRecipe = field(default_factory=RetrainRecipe)
     placement: EvaluatePlacement = field(default_factory=EvaluatePlacement)
+    screening: EvaluateScreening = field(default_factory=EvaluateScreening)
 
 
 @dataclass
@@ -77,6 +92,8 @@ class EvaluationSpec:
     tracking_uri: str | None = None
     mlflow: dict[str, Any] = field(default_factory=dict)
     """``experiment_id``, ``parent_run_id`` (the launch's), ``evaluation_run_id``, ``runs`` (run name -> id)."""
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    """Empty: every run trains every epoch; else ASHA's settings (:func:`scheduler_settings`)."""
     notes: list[str] = field(default_factory=list)
     debug: dict[str, Any] = field(default_factory=dict)
     """Test hooks handed to the training loop (see :func:`ostr_ray.retrain.worker._debug_hooks`)."""
@@ -117,6 +134,38 @@ def check_options(options: EvaluateOptions) -> None:
         raise EvaluateError(f"--gpus-per-run {place.gpus_per_run}: a run drives at most one GPU")
     if place.max_failures < -1:
         raise EvaluateError(f"--max-failures must be >= -1 (-1 = unlimited), got {place.max_failures}")
+    screen = options.screening
+    if screen.scheduler not in SCHEDULERS:
+        raise EvaluateError(f"--scheduler {screen.scheduler!r}: choose {' or '.join(SCHEDULERS)}")
+    if screen.grace_period < 1 or screen.reduction_factor <= 1:
+        raise EvaluateError(
+            f"ASHA needs --grace-period >= 1 and --reduction-factor > 1, got {screen.grace_period} and "
+            f"{screen.reduction_factor:g}"
+        )
+
+
+def scheduler_settings(screening: EvaluateScreening, epochs: int) -> dict[str, Any]:
+    """ASHA's settings for runs of ``epochs`` epochs (empty without ``--scheduler asha``). It ranks the runs by
+    the top-1 the protocol measures after every epoch (``test_top1``: the retraining protocols hold out no
+    separate validation split, so screening reads the same held-out split the table reports)."""
+    if screening.scheduler != "asha":
+        return {}
+    if screening.grace_period >= epochs:
+        raise EvaluateError(
+            f"--grace-period {screening.grace_period} leaves ASHA no rung before the last of {epochs} epochs; "
+            "lower it or drop --scheduler asha"
+        )
+    from ostr_ray.tracking.schema import TEST_TOP1
+
+    return {
+        "name": "asha",
+        "metric": TEST_TOP1,
+        "mode": "max",
+        "time_attr": "epoch",
+        "max_t": epochs,
+        "grace_period": screening.grace_period,
+        "reduction_factor": screening.reduction_factor,
+    }
 
 
 def resolve_launch(text: str, tracking_uri: str | None) -> LaunchDir:
@@ -207,6 +256,7 @@ def prepare_evaluation(options: EvaluateOptions) -> EvaluationSpec:
     launch = resolve_launch(options.launch, place.tracking_uri)
     variant, found = launch_cells(launch, options.variant, options.criterion)
     config = protocol_config(recipe, found.space)
+    scheduler = scheduler_settings(options.screening, config.epochs)
     info = check_data(recipe.dataset, recipe.data_dir, config, dry_run=options.dry_run)
     check_batch(config, info, 1)
 
@@ -242,6 +292,7 @@ def prepare_evaluation(options: EvaluateOptions) -> EvaluationSpec:
         gpus_per_run=place.gpus_per_run,
         max_failures=place.max_failures,
         tracking_uri=place.tracking_uri,
+        scheduler=scheduler,
         notes=notes,
     )
 

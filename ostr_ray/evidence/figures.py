@@ -15,7 +15,7 @@ import numpy as np
 from ostr_ray.core.criteria import list_criteria
 from ostr_ray.evidence.render import _label, _num
 from ostr_ray.evidence.stats import edge_name, parameter_free_set
-from ostr_ray.experiment.layout import EVIDENCE_FIGURES
+from ostr_ray.experiment.layout import EVALUATION_FIGURE, EVIDENCE_FIGURES
 from searchspaces.nb201_genotype import EDGES as NB201_EDGES
 
 
@@ -141,9 +141,32 @@ def _spearman_figure(variants: Mapping[str, Any]) -> bytes | None:
     return _figure_bytes(fig)
 
 
+def _evaluation_figure(evaluation: Mapping[str, Any] | None) -> bytes | None:
+    """The retrained top-1 by selector group (``ostr-ray evaluate``): every run a point, the group's mean a bar."""
+    groups = {g: v["top1"] for g, v in (evaluation or {}).get("groups", {}).items() if v["top1"]}
+    if not groups:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1.2 + 0.9 * len(groups), 3.2))
+    ax = fig.add_subplot()
+    jitter = np.random.default_rng(0)
+    for x, (group, values) in enumerate(groups.items()):
+        color = _style(group)[0] or f"C{x % 10}"
+        ax.scatter(x + jitter.uniform(-0.15, 0.15, len(values)), values, s=14, color=color, alpha=0.8)
+        ax.hlines(float(np.mean(values)), x - 0.3, x + 0.3, color=color, linewidth=2)
+    ax.set_xticks(range(len(groups)), [_label(g) if g in list_criteria() else g for g in groups], rotation=30)
+    ax.set_ylabel("retrained test top-1 (%)")
+    ax.set_title(f"{evaluation.get('protocol')}: every run (seed) a point", fontsize=9)
+    return _figure_bytes(fig)
+
+
 def make_figures(evidence: Mapping[str, Any]) -> dict[str, bytes]:
     """PNG bytes per figure file name; a figure whose data is missing everywhere is not made."""
     figures: dict[str, bytes] = {}
+    png = _evaluation_figure(evidence.get("evaluation"))
+    if png is not None:
+        figures[EVALUATION_FIGURE] = png
     for key, draw in (
         ("accuracy", _accuracy_figure),
         ("param_free", _param_free_figure),

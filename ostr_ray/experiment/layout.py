@@ -86,6 +86,8 @@ EVALUATION_DIR = "evaluation"
 """An evaluation's folder inside its launch directory."""
 EVALUATION_SPEC = "evaluate.json"
 EVALUATION_REPORT = REPORT
+EVALUATION_FIGURE = "evidence_evaluation_by_selector.png"
+"""The report's figure of the evaluation (retrained top-1 by selector), in the launch directory."""
 EVALUATION_VERSION = 1
 """Version of the evaluation's records (``schema: ostr-ray.evaluation-spec`` / ``ostr-ray.evaluation-report``)."""
 DEFAULT_STORAGE = "ostr_runs"
@@ -386,3 +388,10 @@ class EvaluationDir:
 
     def run_dir(self, cell: str, seed: int) -> Path:
         return Path(self.path) / evaluation_run_name(cell, seed)
+
+    def run_history(self, cell: str, seed: int) -> list[dict[str, Any]]:
+        """The metrics of every epoch one run has checkpointed so far (its newest complete checkpoint's
+        history; Tune's ``checkpoint_<n>`` folders are zero-padded, so the last in name order is the newest)."""
+        found = [RetrainCheckpoint(f) for f in sorted(self.run_dir(cell, seed).glob(RETRAIN_CHECKPOINTS))]
+        complete = [c for c in found if c.is_complete()]
+        return complete[-1].read_history() if complete else []

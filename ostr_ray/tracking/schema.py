@@ -73,8 +73,11 @@ CELL = "ostr.cell"
 SELECTORS = "ostr.selectors"
 """Comma-separated selectors that chose a run's cell (``consensus``, a criterion, ``seeds``, ``random``, ...)."""
 OUTCOME = "ostr.outcome"
-TOP1_MEAN, TOP1_STD, RUNS_DONE = "top1_mean", "top1_std", "runs"
-"""The evaluation run's per-cell metrics, as ``<cell>/<name>`` (:func:`variant_key`)."""
+STOPPED_EARLY_AT = "ostr.stopped_early_at"
+"""An evaluation run's epoch at which ``--scheduler asha`` stopped it (absent: it trained every epoch)."""
+TOP1_MEAN, TOP1_STD, RUNS_DONE, RUNS_STOPPED = "top1_mean", "top1_std", "runs", "runs_stopped_early"
+"""The evaluation run's per-cell metrics, as ``<cell>/<name>`` (:func:`variant_key`); the mean and std are over
+the ``runs`` that trained every epoch."""
 
 # -- metrics (besides EpochReport.scalars() on trial runs) ---------------------------------------------------
 STATS_METRICS = ("agreement", "consensus_stable_for", "mean_kendall_tau", "n_seeds")
