@@ -15,6 +15,8 @@ from ostr_ray.console.format import make_console
 
 err = make_console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+EXIT_CODES = {"finished": 0, "partial": 3, "failed": 1}
+"""A launch's or evaluation's outcome as its exit status; ``interrupted`` is 128 + the signal."""
 DEBUG = {"on": False}
 """Set by ``ostr-ray --debug``: unexpected errors then show their traceback instead of one line."""
 
@@ -85,3 +87,13 @@ def cli_errors(fn: F) -> F:
             fail(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", code=1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def outcome_exit_code(outcome: str, interrupted_by: str | None = None) -> int:
+    """The exit status an outcome stands for: 0 finished, 3 partial, 1 failed, 128 + the signal when interrupted
+    (130 for Ctrl-C, 143 for SIGTERM); one rule for ``launch`` and ``evaluate``."""
+    import signal
+
+    if outcome == "interrupted":
+        return 128 + int(getattr(signal, interrupted_by or "SIGINT", signal.SIGINT))
+    return EXIT_CODES.get(outcome, 1)

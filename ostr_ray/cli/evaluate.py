@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import signal
 from typing import Any
 
 import typer
 
-from ostr_ray.cli.errors import cli_errors, err
-from ostr_ray.cli.launch import EXIT_CODES
+from ostr_ray.cli.errors import cli_errors, err, outcome_exit_code
 from ostr_ray.cli.options import OutputOptions, with_options
 from ostr_ray.console.format import make_console
 from ostr_ray.evaluate.spec import EvaluateOptions
@@ -62,9 +60,7 @@ def _run(start: Any) -> dict[str, Any]:
 
 def exit_code(report: dict[str, Any]) -> int:
     """The launch's exit statuses: 0 finished, 3 partial, 1 failed, 128 + the signal when interrupted."""
-    if report["outcome"] == "interrupted":
-        return 128 + int(getattr(signal, report.get("interrupted_by") or "SIGINT", signal.SIGINT))
-    return EXIT_CODES.get(report["outcome"], 1)
+    return outcome_exit_code(report["outcome"], report.get("interrupted_by"))
 
 
 def _print_plan(spec: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ostr_ray.cli.errors import cli_errors, err
+from ostr_ray.cli.errors import cli_errors, err, outcome_exit_code
 from ostr_ray.cli.options import OutputOptions, with_options
 from ostr_ray.console.format import make_console
 from ostr_ray.orchestration.spec import LaunchOptions, build_spec
@@ -80,16 +80,9 @@ def _run(start: Any, path: str, view: Any) -> Any:
         return report
 
 
-EXIT_CODES = {"finished": 0, "partial": 3, "failed": 1}
-
-
 def exit_code(report: Any) -> int:
     """The exit status a launch's outcome stands for (see ``ostr-ray launch --help``)."""
-    import signal
-
-    if report.outcome == "interrupted":
-        return 128 + int(getattr(signal, report.interrupted_by or "SIGINT", signal.SIGINT))
-    return EXIT_CODES.get(report.outcome, 1)
+    return outcome_exit_code(report.outcome, report.interrupted_by)
 
 
 def _print_mlflow_hint(report: Any) -> None:

@@ -92,12 +92,7 @@ def _restored(spec: EvaluationSpec, echo: Callable[[str], None] | None) -> Any:
 
 def _connect(address: str | None, spec: EvaluationSpec) -> bool:
     try:
-        owned = cluster.connect(address)
-        try:
-            cluster.check_resources(1, spec.cpus_per_run, spec.gpus_per_run, "run")
-        except cluster.ClusterError:
-            cluster.disconnect(owned)
-            raise
+        owned = cluster.connect_for(address, 1, spec.cpus_per_run, spec.gpus_per_run, "run")
     except cluster.ClusterError as exc:
         raise EvaluateError(str(exc)) from None
     return owned

@@ -206,12 +206,13 @@ def launch_cells(launch: LaunchDir, variant: str | None, criterion: str | None) 
         spec = launch.read_spec(required=False)
     except LaunchDirError as exc:
         raise EvaluateError(f"{exc} (evaluate needs a launch that has ended)") from None
-    if variant is None:
-        if len(report.variants) != 1:
-            raise EvaluateError(f"launch {launch.path} has variants {sorted(report.variants)}; pick one with --variant")
-        variant = next(iter(report.variants))
-    if variant not in report.variants:
-        raise EvaluateError(f"launch {launch.path} has no variant {variant!r}; it has {sorted(report.variants)}")
+    from ostr_ray.retrain.genotypes import choose_variant  # lazily: it imports MLflow
+    from ostr_ray.retrain.protocols import RetrainError
+
+    try:
+        variant = choose_variant(report, variant, launch.path)
+    except RetrainError as exc:
+        raise EvaluateError(str(exc)) from None
     data = report.variants[variant]
     config = spec.variants.get(variant, {}) if spec else {}
     space = data.space or config.get("space") or _space_of(data)

@@ -371,7 +371,6 @@ def render_markdown(evidence: Mapping[str, Any]) -> str:
 def render_rich(evidence: Mapping[str, Any]) -> Any:
     """The same tables as rich renderables."""
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
     parts: list[Any] = []
@@ -382,20 +381,20 @@ def render_rich(evidence: Mapping[str, Any]) -> Any:
         if data.get("decoder"):
             head += f"  decoder: nb201_none={data['decoder']['nb201_none']}"
         parts.append(Text.from_markup(head))
-        for spec in variant_tables(data):
-            table = Table(title=spec.title, caption=spec.note or None, show_lines=False)
-            for name in spec.header:
-                table.add_column(name, overflow="fold")
-            for row in spec.rows:
-                table.add_row(*row)
-            parts.append(table)
-    for spec in evaluation_specs(evidence["evaluation"]) if evidence.get("evaluation") else []:
-        table = Table(title=spec.title, caption=spec.note or None, show_lines=False)
-        for name in spec.header:
-            table.add_column(name, overflow="fold")
-        for row in spec.rows:
-            table.add_row(*row)
-        parts.append(table)
+        parts += [_rich_table(spec) for spec in variant_tables(data)]
+    if evidence.get("evaluation"):
+        parts += [_rich_table(spec) for spec in evaluation_specs(evidence["evaluation"])]
     for note in evidence.get("notes") or []:
         parts.append(Text(f"note: {note}"))
     return Group(*parts)
+
+
+def _rich_table(spec: TableSpec) -> Any:
+    from rich.table import Table
+
+    table = Table(title=spec.title, caption=spec.note or None, show_lines=False)
+    for name in spec.header:
+        table.add_column(name, overflow="fold")
+    for row in spec.rows:
+        table.add_row(*row)
+    return table

@@ -60,6 +60,20 @@ def disconnect(owned: bool) -> None:
         ray.shutdown()
 
 
+def connect_for(
+    address: str | None, count: int, cpus: float, gpus: float, what: str, *, quiet_driver: bool = True
+) -> bool:
+    """:func:`connect`, then :func:`check_resources`; Ray is shut down again (if this call started it) when the
+    units do not fit. Returns whether this call started Ray. Launch, retrain and evaluate all join this way."""
+    owned = connect(address, quiet_driver=quiet_driver)
+    try:
+        check_resources(count, cpus, gpus, what)
+    except ClusterError:
+        disconnect(owned)
+        raise
+    return owned
+
+
 def check_resources(count: int, cpus: float, gpus: float, what: str) -> None:
     """``count`` units of ``what`` (trial, worker) at ``cpus``/``gpus`` each fit the cluster: one per node at
     least, and all of them at once where ``count`` says they must run together (DDP workers)."""

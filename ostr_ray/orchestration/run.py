@@ -53,13 +53,7 @@ def _trial_dirname(trial: Any) -> str:
 
 def init_ray(address: str | None, spec: LaunchSpec) -> bool:
     """Start or join Ray, then check the cluster can host one trial; returns whether this call started Ray."""
-    owned = cluster.connect(address)
-    try:
-        cluster.check_resources(1, spec.cpus_per_trial, spec.gpus_per_trial, "trial")
-    except cluster.ClusterError:
-        cluster.disconnect(owned)
-        raise
-    return owned
+    return cluster.connect_for(address, 1, spec.cpus_per_trial, spec.gpus_per_trial, "trial")
 
 
 def new_coordinator(spec: LaunchSpec) -> Coordinator:

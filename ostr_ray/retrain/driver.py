@@ -30,12 +30,9 @@ from ostr_ray.tracking.store import one_line
 def _connect(address: str | None, spec: RetrainSpec) -> bool:
     """Join or start Ray (the launch's helper: a dead --address fails in seconds) and check the workers fit."""
     try:
-        owned = cluster.connect(address, quiet_driver=False)
-        try:
-            cluster.check_resources(spec.workers, spec.cpus_per_worker, spec.gpus_per_worker, "worker")
-        except cluster.ClusterError:
-            cluster.disconnect(owned)
-            raise
+        owned = cluster.connect_for(
+            address, spec.workers, spec.cpus_per_worker, spec.gpus_per_worker, "worker", quiet_driver=False
+        )
     except cluster.ClusterError as exc:
         raise RetrainError(str(exc)) from None
     return owned

@@ -158,16 +158,22 @@ def _pick_genotype(data: Mapping[str, Any], criterion: str | None, what: str) ->
     raise RetrainError(f"{what} holds no single genotype; pick one with --criterion from {sorted(table)}")
 
 
-def _from_launch_report(
-    report: LaunchReport, launch: LaunchDir, *, criterion: str | None, seed: int | None, variant: str | None
-) -> tuple[str, Any, dict[str, Any]]:
-    where = launch.path
+def choose_variant(report: LaunchReport, variant: str | None, where: str) -> str:
+    """``variant``, or the launch's only one; a ``RetrainError`` naming the variants otherwise."""
     if variant is None:
         if len(report.variants) != 1:
             raise RetrainError(f"launch {where} has variants {sorted(report.variants)}; pick one with --variant")
         variant = next(iter(report.variants))
     if variant not in report.variants:
         raise RetrainError(f"launch {where} has no variant {variant!r}; it has {sorted(report.variants)}")
+    return variant
+
+
+def _from_launch_report(
+    report: LaunchReport, launch: LaunchDir, *, criterion: str | None, seed: int | None, variant: str | None
+) -> tuple[str, Any, dict[str, Any]]:
+    where = launch.path
+    variant = choose_variant(report, variant, where)
     data = report.variants[variant]
     config = report.launch.variants.get(variant, {}) if report.launch else {}
     space_hint = data.space or config.get("space")
