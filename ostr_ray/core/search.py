@@ -277,6 +277,6 @@ class Searcher(SeedSearch):
         return reports[0]
 
     def result(self) -> SearchResult:
-        """The result of a seed that is :attr:`done` (``on_search_end`` has reached its callbacks)."""
-        group = self.group()
-        return group.result.results.get(self.config.seed) or self.finish()
+        """The result of a seed that is :attr:`done`: its group recorded it when the seed ended (or, for a seed
+        resumed after its last epoch, when the group was built), ``on_search_end`` with it."""
+        return self.group().result.results[self.config.seed]
