@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -66,6 +69,29 @@ def test_unusable_storage_is_one_line_exit_2_before_ray_and_creates_nothing(
     assert time.time() - started < 20
     assert not ray.is_initialized()
     assert s3_server.keys() == before and list(tmp_path.iterdir()) == []
+
+
+READERS = {
+    "status": ["status", "{uri}"],
+    "report": ["report", "{uri}"],
+    "retrain": ["retrain", "{uri}", "--dataset", "synthetic", "--dry-run"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(READERS))
+@pytest.mark.parametrize("storage,env,cause", BAD_STORAGE[:3], ids=["credentials", "bucket", "endpoint"])
+def test_reading_a_launch_from_unusable_storage_is_one_line_exit_2(
+    tmp_path, monkeypatch, s3_server, command, storage, env, cause
+):
+    """``status``, ``report`` and ``retrain`` of a launch in a bucket they cannot read: what to check, in one line."""
+    monkeypatch.chdir(tmp_path)
+    down = str(free_port())
+    _s3_env(monkeypatch, s3_server, **{k: v.format(down=down) for k, v in env.items()})
+    uri = storage.format(bucket=s3_server.bucket) + "/some-launch"
+    result = runner.invoke(app, [arg.format(uri=uri) for arg in READERS[command]])
+    assert result.exit_code == 2, result.output
+    assert cause in result.output and uri in result.output, result.output
+    assert result.output.strip().count("\n") == 0 and "Traceback" not in result.output, result.output
 
 
 def test_remote_storage_needs_a_tracking_server_named(tmp_path, monkeypatch, s3_server):
@@ -133,19 +159,28 @@ LAUNCH_RECORDS = ("launch.json", "coordinator.json", "report.json", "history.jso
 TRIAL_RECORDS = ("report.json", "search/checkpoint.pt", "checkpoint_000001/checkpoint.pt")
 
 
-@pytest.mark.slow
-def test_a_launch_on_s3_lands_in_the_bucket_and_is_read_back_from_it(tmp_path, s3_server):
-    uri = f"s3://{s3_server.bucket}/runs/s3demo"
+S3_EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def s3_launch(s3_server, tmp_path_factory):
+    """One undisturbed 2-seed launch on the bucket, shared by the tests that read it back or compare with it."""
+    tracking = f"sqlite:///{tmp_path_factory.mktemp('s3_launch') / 'mlflow.db'}"
     launch = ["launch", "--preset", "demo", "--seeds", "2", "--storage", f"s3://{s3_server.bucket}/runs"]
-    launch += ["--name", "s3demo", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--quiet", "--json"]
-    done = _cli(*launch, *_sets(epochs=2), env=s3_server.env)
+    launch += ["--name", "s3demo", "--tracking-uri", tracking, "--quiet", "--json"]
+    done = _cli(*launch, *_sets(epochs=S3_EPOCHS), env=s3_server.env)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
+    return f"s3://{s3_server.bucket}/runs/s3demo", json.loads(done.stdout), tracking
+
+
+@pytest.mark.slow
+def test_a_launch_on_s3_lands_in_the_bucket_and_is_read_back_from_it(s3_server, s3_launch):
+    uri, report, _ = s3_launch
     assert report["outcome"] == "finished" and report["experiment_path"] == uri
     keys = {k.removeprefix("runs/s3demo/") for k in s3_server.keys("runs/s3demo/")}
     assert set(LAUNCH_RECORDS) <= keys, sorted(keys)
     assert {f"demo-seed{s}/{name}" for s in (0, 1) for name in TRIAL_RECORDS} <= keys, sorted(keys)
-    assert not (REPO / "s3:").exists() and not (tmp_path / "runs").exists()  # nothing went to a local folder
+    assert not (REPO / "s3:").exists()  # nothing went to a local folder named after the URI
 
     status = _cli("status", uri, "--json", env=s3_server.env)
     assert status.returncode == 0 and json.loads(status.stdout)["state"] == "finished", status.stderr[-2000:]
@@ -158,6 +193,77 @@ def test_a_launch_on_s3_lands_in_the_bucket_and_is_read_back_from_it(tmp_path, s
     resumed = json.loads(again.stdout)
     assert resumed["outcome"] == "finished"
     assert resumed["variants"]["demo"]["seeds"] == report["variants"]["demo"]["seeds"]
+
+
+@pytest.mark.slow
+def test_retrain_takes_its_genotype_from_a_launch_in_the_bucket(s3_server, s3_launch):
+    uri, report, _ = s3_launch
+    consensus = report["variants"]["demo"]["consensus_genotype"]
+    seed1 = report["variants"]["demo"]["seeds"]["1"]["genotypes"]["ostr"]
+    for extra, expected in (([], consensus), (["--seed", "1"], seed1)):
+        planned = _cli("retrain", uri, *extra, "--dataset", "synthetic", "--dry-run", "--json", env=s3_server.env)
+        assert planned.returncode == 0, planned.stderr[-2000:]
+        plan = json.loads(planned.stdout)
+        assert plan["genotype"] == expected and plan["source"]["path"] == uri, plan
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_launch_resumes_from_the_bucket_on_a_new_head(s3_server, s3_launch, tmp_path):
+    """SIGKILL the driver and the Ray it started, then ``launch --resume s3://...`` from a new process with a
+    fresh temporary folder (a new head node keeps nothing local): the genotypes of the undisturbed launch."""
+    _, undisturbed, tracking = s3_launch
+    uri = f"s3://{s3_server.bucket}/runs/killed"
+    launch = ["launch", "--preset", "demo", "--seeds", "2", "--storage", f"s3://{s3_server.bucket}/runs"]
+    launch += ["--name", "killed", "--tracking-uri", tracking, "--quiet", "--json", *_sets(epochs=S3_EPOCHS)]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "ostr_ray.cli", *launch],
+        cwd=REPO,
+        env={**os.environ, **s3_server.env, "CUDA_VISIBLE_DEVICES": ""},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its process group holds the local Ray it starts: all of it dies together
+    )
+    seen = []
+    try:  # killed once the consensus of epoch 3 is out: every trial has checkpointed twice, which makes Tune
+        for line in driver.stderr:  # save its experiment state (CheckpointConfig(num_to_keep=2))
+            seen.append(line)
+            if line.startswith("demo epoch 3:"):
+                break
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=60)
+    assert seen and seen[-1].startswith("demo epoch 3:"), "".join(seen)[-3000:]
+    assert "runs/killed/report.json" not in s3_server.keys("runs/killed/")
+
+    new_head = tempfile.mkdtemp(prefix="oh", dir="/tmp")  # short: Ray's socket paths live under it
+    try:
+        env = {**s3_server.env, "TMPDIR": new_head, "RAY_TMPDIR": new_head}
+        resumed = _cli("launch", "--resume", uri, "--quiet", "--json", env=env)
+    finally:
+        shutil.rmtree(new_head, ignore_errors=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    report = json.loads(resumed.stdout)
+    assert report["outcome"] == "finished" and report["experiment_path"] == uri
+    genotypes = {s: info["genotypes"] for s, info in report["variants"]["demo"]["seeds"].items()}
+    expected = {s: info["genotypes"] for s, info in undisturbed["variants"]["demo"]["seeds"].items()}
+    assert genotypes == expected
+    assert report["variants"]["demo"]["consensus_genotype"] == undisturbed["variants"]["demo"]["consensus_genotype"]
+    # the past epochs' statistics and reports came back from the bucket's journal: the history is whole
+    history = {name: _history(s3_server, name) for name in ("killed", "s3demo")}
+    assert history["killed"] == history["s3demo"], history
+    epochs = tuple(range(1, S3_EPOCHS + 1))
+    assert history["killed"]["stats"] == list(epochs) and set(history["killed"]["reports"].values()) == {epochs}
+
+
+def _history(s3_server, name: str) -> dict:
+    """Which epochs ``history.json`` of launch ``name`` holds: the consensus statistics, and each seed's reports."""
+    body = s3_server.client().get_object(Bucket=s3_server.bucket, Key=f"runs/{name}/history.json")["Body"].read()
+    history = json.loads(body)
+    return {
+        "stats": [s["epoch"] for s in history["stats"]["demo"]],
+        "reports": {t["seed"]: tuple(r["epoch"] for r in t["reports"]) for t in history["trials"]},
+    }
 
 
 def _mlflow_server(tmp_path, s3_server) -> tuple[str, subprocess.Popen]:

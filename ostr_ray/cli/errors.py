@@ -29,6 +29,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ostr_ray.core.nb201_bench import NB201TableError
     from ostr_ray.data import DataError
     from ostr_ray.experiment import LaunchDirError, RecordError
+    from ostr_ray.experiment.storage import StorageError
     from searchspaces import SearchSpaceError
 
     return (
@@ -40,6 +41,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         SearchSpaceError,
         LaunchDirError,
         RecordError,
+        StorageError,
     )
 
 

@@ -13,6 +13,7 @@ import typer
 
 from ostr_ray.cli.errors import cli_errors, err, fail
 from ostr_ray.console.format import make_console
+from ostr_ray.experiment.storage import StorageError
 
 FORMATS = ("rich", "markdown", "json")
 
@@ -53,7 +54,7 @@ def report(
 def _write(evidence: Any, found: dict[str, Any], experiment: Any) -> list[str]:
     try:
         return evidence.write_outputs(found, report=experiment.report.to_json())
-    except OSError as exc:
+    except (OSError, StorageError) as exc:
         err.print(f"could not write the evidence files: {exc}", highlight=False, markup=False, style="yellow")
         return []
 

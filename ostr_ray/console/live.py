@@ -69,7 +69,15 @@ class LaunchView:
     def on_trial_retried(self, key: TrialKey, cause: str, resumes_after: int) -> None:
         """One line whatever the view: a retry is news even on a terminal (the table only shows its effect)."""
         start = f"continues from epoch {resumes_after}" if resumes_after else "starts again"
-        self._line(f"{key.variant} seed {key.seed} lost its trial ({cause}): {start}")
+        self._line(f"{cause}: {key.variant} seed {key.seed} {start}")
+
+    def on_trials_waiting(self, count: int, line: str) -> None:
+        """Trials wait for resources (``line`` says how many and what each asks for), or no longer do: a plain
+        line, and on a terminal a line under the table while any wait."""
+        self.waiting_line = line if count else ""
+        if self.quiet:
+            self._line(line)
+        self.refresh()
 
     def on_trial_finished(self, key: TrialKey, status: str, reason: str = "") -> None:
         if self.quiet:
@@ -102,7 +110,8 @@ class LaunchView:
                 _eta(report),
             )
         lines = [self._consensus_text(s) for _, s in sorted(self.consensus.items())]
-        return Group(table, *lines)
+        waiting = getattr(self, "waiting_line", "")  # set by on_trials_waiting; render() runs in __init__ first
+        return Group(table, *lines, *([Text(waiting, style="yellow")] if waiting else []))
 
     def _consensus_text(self, stats: Any) -> Text:
         consensus = short_genotype(stats.consensus_genotype or "(warm-up)", GENOTYPE_WIDTH, space=stats.space)

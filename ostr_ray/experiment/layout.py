@@ -8,6 +8,7 @@ A launch directory (``<storage>/<name>``)::
     report.json          LaunchReport: written when the launch ends
     mlflow_runs.json     MlflowRunMap: where the launch is recorded in MLflow
     driver.json          DriverRecord: which process drives the launch, and its heartbeat
+    waiting.json         trials waiting for resources (nodes, GPUs), rewritten when that changes
     .driver.lock         held (an OS file lock) by the driving process for its whole life
     driver-journal/      the driver's past reports and epoch statistics, out of memory (core/journal.py)
     mlflow.db            the launch's own SQLite MLflow store (unless --tracking-uri points elsewhere)
@@ -61,9 +62,11 @@ HISTORY = "history.json"
 REPORT = "report.json"
 MLFLOW_RUNS = "mlflow_runs.json"
 DRIVER = "driver.json"
+WAITING = "waiting.json"
 DRIVER_LOCK = ".driver.lock"
 DRIVER_JOURNAL = "driver-journal"
-"""The driver's journal of past reports (one ``.pkl`` per trial and per variant; core/journal.py)."""
+"""The driver's journal of past reports (one ``.pkl`` per trial and per variant; core/journal.py); a launch in object
+storage keeps it in a local folder and mirrors it here in segments (orchestration/journal_mirror.py)."""
 TRACKING_DB = "mlflow.db"
 ARTIFACTS = "mlartifacts"
 WORKER_PID = "worker.pid"

@@ -13,8 +13,12 @@ experiment also goes there.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from ostr_ray.fileio import atomic_write_bytes
@@ -66,8 +70,9 @@ class Storage:
             return Path(self.root, name).exists()
         import pyarrow.fs
 
-        fs, root = pyarrow.fs.FileSystem.from_uri(self.root)
-        return fs.get_file_info(f"{root}/{name}".rstrip("/")).type != pyarrow.fs.FileType.NotFound
+        with remote_errors(self.root):
+            fs, root = _filesystem(self.root)
+            return fs.get_file_info(f"{root}/{name}".rstrip("/")).type != pyarrow.fs.FileType.NotFound
 
     def read_bytes(self, name: str) -> bytes | None:
         """The file's bytes, or None when it does not exist."""
@@ -76,11 +81,12 @@ class Storage:
             return file.read_bytes() if file.is_file() else None
         import pyarrow.fs
 
-        fs, root = pyarrow.fs.FileSystem.from_uri(self.root)
-        if fs.get_file_info(f"{root}/{name}").type == pyarrow.fs.FileType.NotFound:
-            return None
-        with fs.open_input_stream(f"{root}/{name}") as stream:
-            return stream.read()
+        with remote_errors(self.root):
+            fs, root = _filesystem(self.root)
+            if fs.get_file_info(f"{root}/{name}").type == pyarrow.fs.FileType.NotFound:
+                return None
+            with fs.open_input_stream(f"{root}/{name}") as stream:
+                return stream.read()
 
     def read_text(self, name: str) -> str | None:
         data = self.read_bytes(name)
@@ -89,11 +95,10 @@ class Storage:
     def write_bytes(self, name: str, data: bytes) -> str:
         """Write ``name`` (atomically where local) and to the root's mirror, if any; returns its path."""
         if self.is_remote:
-            import pyarrow.fs
-
-            fs, root = pyarrow.fs.FileSystem.from_uri(self.root)
-            with fs.open_output_stream(f"{root}/{name}") as stream:
-                stream.write(data)
+            with remote_errors(self.root, writing=True):
+                fs, root = _filesystem(self.root)
+                with fs.open_output_stream(f"{root}/{name}") as stream:
+                    stream.write(data)
         else:
             atomic_write_bytes(Path(self.root, name), data)
         mirror = _MIRRORS.get(self.root)
@@ -104,9 +109,79 @@ class Storage:
     def write_text(self, name: str, text: str) -> str:
         return self.write_bytes(name, text.encode())
 
+    def names(self) -> list[str]:
+        """The names of the files directly under the root, sorted (none when the root does not exist)."""
+        if not self.is_remote:
+            root = Path(self.root)
+            return sorted(p.name for p in root.iterdir() if p.is_file()) if root.is_dir() else []
+        import pyarrow.fs
+
+        with remote_errors(self.root):
+            fs, root = _filesystem(self.root)
+            found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+            return sorted(Path(f.path).name for f in found if f.type == pyarrow.fs.FileType.File)
+
+    def remove(self) -> None:
+        """Delete the root folder and everything in it (nothing happens when it does not exist)."""
+        if not self.is_remote:
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        import pyarrow.fs
+
+        with remote_errors(self.root, writing=True):
+            fs, root = _filesystem(self.root)
+            if fs.get_file_info(root).type != pyarrow.fs.FileType.NotFound:
+                fs.delete_dir(root)
+
 
 class StorageError(ValueError):
-    """Remote storage that cannot be used; the message is the cause, the caller names the URI."""
+    """Remote storage that cannot be used; the message names the cause (and, from :class:`Storage`, the URI)."""
+
+
+_CHECKED: set[Any] = set()
+"""Endpoints and buckets this process has checked once (each before its first use, then trusted)."""
+
+
+def _filesystem(uri: str) -> tuple[Any, str]:
+    """pyarrow's filesystem for ``uri`` and the path in it. The first use of an endpoint and of a bucket checks
+    them, so that what is wrong is said: an endpoint nothing listens on fails in milliseconds (pyarrow would
+    first spend its retries resolving the bucket's region), and a missing bucket is named as such (to pyarrow
+    it is only a file that is not found)."""
+    import pyarrow.fs
+
+    endpoint = _endpoint(uri)
+    if endpoint is not None and endpoint not in _CHECKED:
+        _check_endpoint(uri)
+        _CHECKED.add(endpoint)
+    fs, path = _from_uri(uri)
+    bucket = (endpoint, urlparse(uri).scheme, path.split("/", 1)[0])
+    if bucket not in _CHECKED:
+        if fs.get_file_info(bucket[2]).type == pyarrow.fs.FileType.NotFound:
+            raise StorageError(f"bucket {bucket[2]!r} does not exist")
+        _CHECKED.add(bucket)
+    return fs, path
+
+
+def _from_uri(uri: str) -> tuple[Any, str]:
+    """``pyarrow.fs.FileSystem.from_uri``; on S3 with delayed opens, so that a small file (every record this
+    module writes) is one PutObject when it is closed instead of a three-request multipart upload."""
+    import pyarrow.fs
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3" and "allow_delayed_open" not in parse_qs(parsed.query):
+        uri = parsed._replace(query="&".join(filter(None, [parsed.query, "allow_delayed_open=true"]))).geturl()
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+@contextmanager
+def remote_errors(uri: str, *, writing: bool = False) -> Iterator[None]:
+    """pyarrow's OSError as a :class:`StorageError` that says which URI and what to check, in one line."""
+    try:
+        yield
+    except StorageError as exc:
+        raise StorageError(f"{uri}: {exc}") from None
+    except OSError as exc:
+        raise StorageError(f"{uri}: {_cause(exc, writing=writing)}") from None
 
 
 PROBE = ".ostr-ray-write-check"
@@ -126,7 +201,7 @@ def check_remote_writable(uri: str) -> None:
 
     _check_endpoint(uri)
     try:
-        fs, root = pyarrow.fs.FileSystem.from_uri(uri)
+        fs, root = _from_uri(uri)
         root = root.rstrip("/")
         bucket = root.split("/", 1)[0]
         if fs.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound:
@@ -148,15 +223,22 @@ def check_remote_writable(uri: str) -> None:
         fs.delete_file(probe)
 
 
-def _check_endpoint(uri: str) -> None:
-    """A custom endpoint (``AWS_ENDPOINT_URL``, or the URI's ``endpoint_override``) that nothing listens on
-    fails in milliseconds here, not after the S3 client's retries."""
+def _endpoint(uri: str) -> tuple[str, str] | None:
+    """The custom endpoint ``uri`` is served from (its ``endpoint_override``, or ``AWS_ENDPOINT_URL`` for s3://)
+    and where it was set; None for the provider's own endpoint."""
     parsed = urlparse(uri)
     endpoint, source = (parse_qs(parsed.query).get("endpoint_override") or [None])[0], "endpoint_override"
     if not endpoint and parsed.scheme == "s3":
         endpoint, source = os.environ.get("AWS_ENDPOINT_URL"), "AWS_ENDPOINT_URL"
-    if not endpoint:
+    return (endpoint, source) if endpoint else None
+
+
+def _check_endpoint(uri: str) -> None:
+    """A custom endpoint that nothing listens on fails in milliseconds here, not after the S3 client's retries."""
+    found = _endpoint(uri)
+    if found is None:
         return
+    endpoint, source = found
     where = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
     port = where.port or (443 if where.scheme == "https" else 80)
     try:

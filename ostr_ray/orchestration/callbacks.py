@@ -9,6 +9,8 @@ decision (a summarised epoch, a trial that ended) and otherwise at most every :d
 
 from __future__ import annotations
 
+import hashlib
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +24,8 @@ from ostr_ray.core.journal import DiskJournal
 from ostr_ray.experiment import LaunchDir
 from ostr_ray.experiment.layout import DRIVER_JOURNAL
 from ostr_ray.experiment.storage import Storage, add_mirror
+from ostr_ray.orchestration.capacity import WaitWatch, write_waiting
+from ostr_ray.orchestration.journal_mirror import MirroredJournal
 from ostr_ray.orchestration.trial import FAILED_KEY, STOP_KEY, failed_seeds_in, reports_in, trial_seeds
 
 SNAPSHOT_EVERY_S = 2.0
@@ -60,17 +64,29 @@ class CoordinatorCallback(tune.Callback):
         return {**self.__dict__, "view": None, "listeners": [], "_relayed": {}}
 
     def journal_path(self) -> Path:
-        """The launch's ``driver-journal/``; a remote launch keeps its journal in a local temporary folder
-        (appending to object storage is not possible), which a resume on another machine starts afresh."""
+        """The launch's ``driver-journal/``; a remote launch journals into a local temporary folder (appending
+        to object storage is not possible) mirrored to its ``driver-journal/`` (see :mod:`.journal_mirror`)."""
         if not Storage(self.experiment_path).is_remote:
             return Path(LaunchDir(self.experiment_path).file(DRIVER_JOURNAL))
-        return Path(tempfile.gettempdir()) / "ostr-ray-journals" / Path(self.experiment_path).name
+        uri = hashlib.sha1(self.experiment_path.encode()).hexdigest()[:12]  # s3://a/x and s3://b/x: two folders
+        return Path(tempfile.gettempdir()) / "ostr-ray-journals" / f"{Path(self.experiment_path).name}-{uri}"
 
     def _use_journal(self, *, keep: bool = False) -> None:
-        """The coordinator journals into this launch's folder (again after a restore or a moved directory)."""
+        """The coordinator journals into this launch's folder (again after a restore or a moved directory); a
+        remote launch's restored journal is first replayed from the bucket where this machine has none."""
         path = self.journal_path()
-        if getattr(self.coordinator.journal, "directory", None) != path:
-            self.coordinator.use_journal(DiskJournal(path), keep=keep)
+        if getattr(self.coordinator.journal, "directory", None) == path:
+            return
+        journal: Any = DiskJournal(path)
+        launch = LaunchDir(self.experiment_path)
+        if launch.is_remote:
+            journal = MirroredJournal(journal, launch.storage.child(DRIVER_JOURNAL))
+            if keep:
+                journal.restore()
+        self.coordinator.use_journal(journal, keep=keep)
+
+    def _flush_journal(self) -> None:
+        call([self.coordinator.journal], "flush")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._remember_staging(trial)
@@ -96,13 +112,23 @@ class CoordinatorCallback(tune.Callback):
         self._snapshot(force=bool(new_stats or failed))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        """Tune's loop turns several times a second: a snapshot held back by the rate limit is written here."""
+        """Tune's loop turns several times a second: a snapshot held back by the rate limit is written here, and
+        trials waiting for resources (a node the autoscaler has yet to start) are recorded in ``waiting.json``
+        and told to the listeners (``on_trials_waiting(count, line)``) whenever their number changes."""
         if self._snapshot_due:
             self._snapshot(force=False)
+        if "_waits" not in self.__dict__:  # made here, not in __init__: a restored callback may predate it
+            self._waits = WaitWatch()
+        before = self._waits.current
+        waiting = self._waits.update(trials)
+        if waiting is not None:
+            write_waiting(self.experiment_path, waiting)  # also the first answer: a resumed launch's old record
+            if waiting.count or before is not None:
+                call(self.listeners, "on_trials_waiting", waiting.count, waiting.line())
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Tune retries a trial that died (its node lost, its worker killed): one line per seed, not Ray's logs."""
-        cause = failure_cause(trial).removeprefix("failed after retries: ")
+        cause = retry_cause(trial)
         for key in trial_keys(trial):
             call(self.listeners, "on_trial_retried", key, cause, self._relayed.get(key, 0))
 
@@ -121,12 +147,15 @@ class CoordinatorCallback(tune.Callback):
         self._snapshot()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._flush_journal()
         call(self.listeners, "drain")
         if self.view is not None:
             self.view.close()
         self._snapshot()
 
     def get_state(self) -> dict[str, Any]:
+        """Tune checkpoints the experiment: the compact state, and a remote journal's new records uploaded."""
+        self._flush_journal()
         return self.coordinator.compact_state()
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -161,15 +190,42 @@ class CoordinatorCallback(tune.Callback):
             add_mirror(self.experiment_path, staging)
 
 
+def _error_lines(trial: Any) -> list[str]:
+    """The non-empty lines of the trial's latest failure in Tune's error file (it appends one per failure)."""
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text() if path else ""
+    except OSError:
+        text = ""
+    latest = text.rsplit("Failure #", 1)[-1].split("\n", 1)[-1] if "Failure #" in text else text
+    return [line.strip() for line in latest.splitlines() if line.strip()]
+
+
+NODE_LOST = re.compile(
+    r"node (has )?died|NodeDiedError|node .* (was )?(terminated|lost)|raylet .* died"
+    r"|ActorUnavailableError|actor \S+ is unavailable|actor is temporarily unavailable",
+    re.I,
+)
+"""How Ray says a trial's node went away: its node died (ActorDiedError's cause, NodeDiedError), or its actor
+became unreachable (ActorUnavailableError: the usual first sign, before the node misses enough heartbeats to be
+declared dead; a worker process that dies on a live node is an ActorDiedError without a node cause instead)."""
+
+
+def retry_cause(trial: Any) -> str:
+    """Why Tune retries ``trial``, in a few words: ``node 10.0.0.7 lost`` when the trial lost its node (the IP
+    from Ray's error, else from the trial's last result), otherwise ``trial failed (<the error's first line>)``."""
+    lines = _error_lines(trial)
+    if any(NODE_LOST.search(line) for line in lines):
+        named = next((m.group(1) for line in lines if (m := re.match(r"ip: (\S+)$", line))), None)
+        ip = named or (getattr(trial, "last_result", None) or {}).get("node_ip")
+        return f"node {ip} lost" if ip else "a node lost"
+    return f"trial failed ({failure_cause(trial).removeprefix('failed after retries: ')})"
+
+
 def failure_cause(trial: Any, limit: int = 240) -> str:
     """One line saying why a trial failed after its retries, from Tune's error file (its first line after
     ``Failure # n``: the exception, or Ray's memory monitor's verdict when it killed the worker)."""
-    path = getattr(trial, "error_file", None)
-    try:
-        lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()] if path else []
-    except OSError:
-        lines = []
-    detail = next((line for line in lines if not line.startswith("Failure #")), "the trial raised an error")
+    detail = next(iter(_error_lines(trial)), "the trial raised an error")
     if "running low on memory" in detail:
         detail = f"killed by Ray's memory monitor (out of memory): {detail}"
     detail = detail if len(detail) <= limit else detail[: limit - 1] + "…"

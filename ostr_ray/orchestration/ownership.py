@@ -22,6 +22,7 @@ from filelock import FileLock, Timeout
 
 from ostr_ray.experiment import LaunchDir, LaunchDirError
 from ostr_ray.experiment.records import DriverRecord
+from ostr_ray.experiment.storage import StorageError
 from ostr_ray.orchestration.spec import LaunchError
 
 HEARTBEAT_S = 5.0
@@ -68,7 +69,7 @@ class DriverLock:
             self._record.heartbeat_at = time.time()
             try:
                 self.launch.write_driver(self._record)
-            except OSError:  # a full or unreachable disk must not kill the driver; status will call it stale
+            except (OSError, StorageError):  # a full or unreachable disk must not kill the driver (status: stale)
                 continue
 
     def release(self) -> None:

@@ -18,6 +18,7 @@ from ostr_ray.core.criteria import DEFAULT_CRITERION
 from ostr_ray.core.summaries import LaunchSummary
 from ostr_ray.experiment import LaunchDir, LaunchDirError, LaunchReport
 from ostr_ray.experiment.layout import EVALUATION_DIR, EvaluationDir
+from ostr_ray.orchestration.capacity import Waiting, read_waiting
 from ostr_ray.orchestration.ownership import driver_alive
 
 
@@ -30,10 +31,13 @@ class LaunchStatus:
     report: LaunchReport | None = None
     evaluation: EvaluationStatus | None = None
     """The launch's evaluation (``ostr-ray evaluate``), when it has one."""
+    waiting: Waiting | None = None
+    """A live launch's trials waiting for resources (nodes the autoscaler has yet to start), when any wait."""
 
     def to_json(self) -> dict[str, Any]:
         data = self.report.to_json() if self.report else self.summary.summary_json()
         data = {**data, "experiment_path": self.path, "state": self.state, "stop_reason": self.stop_reason}
+        data = {**data, **({"waiting": self.waiting.to_json()} if self.waiting else {})}
         return {**data, **({"evaluation": self.evaluation.to_json()} if self.evaluation else {})}
 
 
@@ -54,7 +58,9 @@ def _launch_status(path: str, now: float | None = None) -> LaunchStatus:
     if driver_alive(driver, now):
         summary = snapshot or _starting_summary(launch)
         state = "live" if snapshot is not None and snapshot.variants else "starting"
-        return LaunchStatus(launch.path, state, _live_reason(driver, snapshot, now), summary)
+        waiting = read_waiting(launch.path)
+        waiting = waiting if waiting is not None and waiting.count else None
+        return LaunchStatus(launch.path, state, _live_reason(driver, snapshot, now, waiting), summary, waiting=waiting)
     report = launch.read_report(required=False)
     if report is not None and report.outcome != "interrupted":
         return LaunchStatus(launch.path, report.outcome, report.stop_reason, report, report)
@@ -72,9 +78,13 @@ def _starting_summary(launch: LaunchDir) -> LaunchSummary:
     return LaunchSummary(criterion=spec.criterion if spec else DEFAULT_CRITERION)
 
 
-def _live_reason(driver: Any, snapshot: Any, now: float) -> str:
+def _live_reason(driver: Any, snapshot: Any, now: float, waiting: Waiting | None = None) -> str:
     progress = "before its first epoch" if snapshot is None or not snapshot.variants else "running"
-    return f"{progress}: driver PID {driver.pid} on {driver.host}, heartbeat {now - driver.heartbeat_at:.0f} s ago"
+    reason = f"{progress}: driver PID {driver.pid} on {driver.host}, heartbeat {now - driver.heartbeat_at:.0f} s ago"
+    if waiting is not None:
+        since = f" (for {now - waiting.since:.0f} s)" if waiting.since else ""
+        reason += f"; {waiting.line()}{since}"
+    return reason
 
 
 def _when(driver: Any, snapshot: Any, now: float) -> str:

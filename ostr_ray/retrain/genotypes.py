@@ -12,6 +12,7 @@ from typing import Any
 
 from ostr_ray.core.criteria import DEFAULT_CRITERION
 from ostr_ray.experiment import LaunchDir, LaunchDirError, LaunchReport, MlflowRunMap, SearchDir, trial_run_key
+from ostr_ray.experiment.storage import is_uri
 from ostr_ray.retrain.protocols import RetrainError
 from ostr_ray.tracking import schema
 from ostr_ray.tracking.store import client as mlflow_client
@@ -47,6 +48,9 @@ def resolve_genotype(
         raise RetrainError("GENOTYPE is empty; give a genotype, a JSON file, a launch dir or an MLflow run id")
     text = text.strip()
     source: dict[str, Any] = {"kind": "text", "search_run_id": None, "parent_run_id": None}
+    if is_uri(text):  # a launch or search directory in object storage (s3://bucket/runs/name)
+        remote = {**source, "kind": "file", "path": text.rstrip("/")}
+        return _from_directory(text.rstrip("/"), criterion=criterion, seed=seed, variant=variant, source=remote)
     path = Path(text).expanduser()
     try:
         is_path = path.exists()
@@ -116,7 +120,7 @@ def _from_path(
 
 
 def _from_directory(
-    path: Path, *, criterion: str | None, seed: int | None, variant: str | None, source: dict[str, Any]
+    path: Path | str, *, criterion: str | None, seed: int | None, variant: str | None, source: dict[str, Any]
 ) -> tuple[str, Any, dict[str, Any]]:
     """A launch directory (its report's consensus, or a seed's genotype) or a search directory (its final one)."""
     launch = LaunchDir(path)
