@@ -156,7 +156,8 @@ def _cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.Co
 
 
 LAUNCH_RECORDS = ("launch.json", "coordinator.json", "report.json", "history.json", "mlflow_runs.json")
-TRIAL_RECORDS = ("report.json", "search/checkpoint.pt", "checkpoint_000001/checkpoint.pt")
+TRIAL_RECORDS = ("report.json", "search/checkpoint.pt", "checkpoint_000003/checkpoint.pt")
+"""What a trial of the 4-epoch launch below keeps: its record, its search state and its newest Tune checkpoint."""
 
 
 S3_EPOCHS = 4

@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from ostr_ray.core.config import build_config
-from ostr_ray.core.search import Searcher
+from ostr_ray.core.search import Searcher, SeedGroupSearcher
 from ostr_ray.experiment import SearchDir
 from ostr_ray.orchestration.run import run_launch
 from tests.conftest import tiny_overrides, tiny_spec
@@ -20,6 +20,12 @@ def _each_alone(seeds, epochs):
     """Each seed searched on its own, in this process: what a seed of a group trial must reproduce."""
     overrides = tiny_overrides(epochs=epochs, patience=0, threads=1)
     return {seed: Searcher(build_config("demo", {**overrides, "seed": seed})).run() for seed in seeds}
+
+
+def _group(seeds, epochs):
+    """The seeds searched as one group, undisturbed, in this process."""
+    overrides = tiny_overrides(epochs=epochs, patience=0, threads=1)
+    return SeedGroupSearcher.from_seeds(build_config("demo", overrides), seeds).run().results
 
 
 def test_a_group_of_two_and_a_single_seed_report_seed_by_seed(tmp_path, local_ray):
@@ -55,7 +61,9 @@ def test_a_killed_group_trial_is_retried_from_its_checkpoint_with_the_same_resul
 
     report = run_launch(spec, listeners=[KillAtEpochTwo()])
     assert killed, "the group trial was never killed"
-    alone = _each_alone([0, 1], 4)
+    # the reference is the same group searched undisturbed: a resumed group is bit-identical to it, while a seed
+    # searched alone may part from its group on a near-zero Adam step on some CPUs (test_seed_groups.py)
+    undisturbed = _group([0, 1], 4)
     seeds = report.variants["demo"].seeds
     assert all(seeds[s].status == "finished" and seeds[s].last_epoch == 4 for s in (0, 1))
-    assert {s: seeds[s].genotypes for s in (0, 1)} == {s: alone[s].final_genotypes for s in (0, 1)}
+    assert {s: seeds[s].genotypes for s in (0, 1)} == {s: undisturbed[s].final_genotypes for s in (0, 1)}
