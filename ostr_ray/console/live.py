@@ -41,6 +41,8 @@ class LaunchView:
         self.quiet = quiet or not self.console.is_terminal
         self.reports: dict[TrialKey, EpochReport] = {}
         self.consensus: dict[str, Any] = {}
+        self.waiting_line = ""
+        """Trials waiting for resources, shown under the table while any wait (``on_trials_waiting``)."""
         self.live: Live | None = None
         if not self.quiet:
             self.live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
@@ -110,8 +112,8 @@ class LaunchView:
                 _eta(report),
             )
         lines = [self._consensus_text(s) for _, s in sorted(self.consensus.items())]
-        waiting = getattr(self, "waiting_line", "")  # set by on_trials_waiting; render() runs in __init__ first
-        return Group(table, *lines, *([Text(waiting, style="yellow")] if waiting else []))
+        waiting = [Text(self.waiting_line, style="yellow")] if self.waiting_line else []
+        return Group(table, *lines, *waiting)
 
     def _consensus_text(self, stats: Any) -> Text:
         consensus = short_genotype(stats.consensus_genotype or "(warm-up)", GENOTYPE_WIDTH, space=stats.space)

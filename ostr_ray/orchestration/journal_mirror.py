@@ -67,8 +67,9 @@ class MirroredJournal:
         if self.local.directory.exists() and any(self.local.directory.iterdir()):
             return 0  # this machine's own journal: it holds everything up to the last record written
         replayed = 0
-        for name in sorted(self.remote.names()):
-            for record in pickle.loads(self.remote.read_bytes(name) or pickle.dumps([])):
+        for name in self.remote.names():  # sorted: segments in the order they were written
+            data = self.remote.read_bytes(name)
+            for record in pickle.loads(data) if data else []:
                 if isinstance(record, EpochStats):
                     self.local.add_stats(record)
                 else:
