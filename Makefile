@@ -17,12 +17,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures such as a local Ray or an S3 server are
+# set up once): most tests wait on a subprocess, a Ray start or a server as much as they compute.
+XDIST := -n 2 --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 # The developer loop: everything but the tests that start Ray, a cluster or a benchmark (about 2 min on 2 cores).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(XDIST) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check ostr_ray searchspaces launch tests benchmarks

@@ -251,8 +251,20 @@ def _wait_for_epoch(path: Path, epoch: int, process, timeout: float = 240) -> No
     pytest.fail(f"the launch never reached epoch {epoch}{ended}")
 
 
-EPOCHS = 40
-"""Long enough (a few seconds an epoch here) that the launch is still running when the test interrupts it."""
+EPOCHS = 12
+"""Long enough that the launch is still running when the test interrupts it: the signal follows the epoch-2
+consensus within a poll (half a second), and 10 more epochs take a few seconds even on a fast machine."""
+
+
+def _wait_for_driver(path: Path, process, timeout: float = 120) -> None:
+    """Until the launch's driver holds its directory and has written its spec (once Ray is up)."""
+    from ostr_ray.experiment.layout import LAUNCH_SPEC
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None and not (path / LAUNCH_SPEC).is_file():
+        time.sleep(0.2)
+    if not (path / LAUNCH_SPEC).is_file():
+        pytest.fail(f"the launch never wrote {path / LAUNCH_SPEC} (exit {process.poll()})")
 
 
 def _to_the_terminal(pid: int, signum: int) -> None:
@@ -279,9 +291,10 @@ def test_an_interrupted_launch_exits_128_plus_the_signal_and_resume_finishes_as_
 
     name = signum.name.lower()
     driver = _launch(tmp_path, name, "--seeds", "2", epochs=EPOCHS, patience=0)
-    _wait_for_epoch(tmp_path / name, 2, driver)
+    _wait_for_driver(tmp_path / name, driver)
     second = _launch(tmp_path, name, "--seeds", "2", epochs=EPOCHS, patience=0)  # a second driver, same name
     assert second.wait(timeout=120) == 2 and "being driven right now" in second.stderr.read()
+    _wait_for_epoch(tmp_path / name, 2, driver)
     send(driver.pid, signum)
     assert driver.wait(timeout=180) == code, driver.stderr.read()[-2000:]
     report = LaunchDir(tmp_path / name).read_report()

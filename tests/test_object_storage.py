@@ -164,9 +164,21 @@ S3_EPOCHS = 4
 
 
 @pytest.fixture(scope="module")
-def s3_launch(s3_server, tmp_path_factory):
-    """One undisturbed 2-seed launch on the bucket, shared by the tests that read it back or compare with it."""
-    tracking = f"sqlite:///{tmp_path_factory.mktemp('s3_launch') / 'mlflow.db'}"
+def mlflow_server(s3_server, tmp_path_factory):
+    """``mlflow server`` as on the cluster's head: SQLite runs, artifacts proxied to the bucket's ``mlflow/``."""
+    url, server = _mlflow_server(tmp_path_factory.mktemp("mlflow_server"), s3_server)
+    try:
+        yield url
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def s3_launch(s3_server, mlflow_server):
+    """One undisturbed 2-seed launch as on a cluster (records in the bucket, runs on the MLflow server, whose
+    artifacts are in the bucket too), shared by the tests that read it back or compare with it."""
+    tracking = mlflow_server
     launch = ["launch", "--preset", "demo", "--seeds", "2", "--storage", f"s3://{s3_server.bucket}/runs"]
     launch += ["--name", "s3demo", "--tracking-uri", tracking, "--quiet", "--json"]
     done = _cli(*launch, *_sets(epochs=S3_EPOCHS), env=s3_server.env)
@@ -272,7 +284,7 @@ def _history(s3_server, name: str) -> dict:
 
 
 def _mlflow_server(tmp_path, s3_server) -> tuple[str, subprocess.Popen]:
-    """``mlflow server`` as on the cluster's head: SQLite runs, artifacts proxied to the bucket's ``mlflow/``."""
+    """Start ``mlflow server`` on a free loopback port and wait for its health check."""
     port = free_port()
     env = {**os.environ, **s3_server.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(
@@ -301,37 +313,27 @@ def _mlflow_server(tmp_path, s3_server) -> tuple[str, subprocess.Popen]:
 
 
 @pytest.mark.slow
-def test_mlflow_server_keeps_the_launch_artifacts_in_the_bucket(tmp_path, s3_server, monkeypatch):
+def test_mlflow_server_keeps_the_launch_artifacts_in_the_bucket(tmp_path, s3_server, s3_launch, monkeypatch):
     from mlflow import MlflowClient
 
     # The server offers its S3 files as presigned URLs, which moto cannot serve while it checks credentials
     # (HTTP 500): this client takes the server's proxy instead (on AWS both work).
     monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
-    url, server = _mlflow_server(tmp_path, s3_server)
-    try:
-        launch = ["launch", "--preset", "demo", "--seeds", "2", "--storage", f"s3://{s3_server.bucket}/served"]
-        launch += ["--name", "cluster", "--tracking-uri", url, "--quiet", "--json"]
-        done = _cli(*launch, *_sets(epochs=2), env=s3_server.env)
-        assert done.returncode == 0, done.stderr[-3000:]
-        report = json.loads(done.stdout)
-        assert report["outcome"] == "finished" and report["mlflow"]["tracking_uri"] == url
-        client = MlflowClient(tracking_uri=url)  # artifacts through the server's proxy: no S3 keys needed here
-        stored = s3_server.keys("mlflow/")
-        for trial, run_id in report["mlflow"]["children"].items():
-            names = {a.path for a in client.list_artifacts(run_id)} | {
-                a.path for a in client.list_artifacts(run_id, "plots")
-            }
-            heatmaps = sorted(n for n in names if n.startswith("plots/heatmaps_"))
-            assert {"genotypes.json", "plots/cells.png"} <= names and heatmaps, (trial, sorted(names))
-            for name in ("genotypes.json", "plots/cells.png", heatmaps[-1]):
-                data = Path(client.download_artifacts(run_id, name, str(tmp_path / run_id))).read_bytes()
-                key = [k for k in stored if k.endswith(f"/{run_id}/artifacts/{name}")]
-                assert len(key) == 1, (trial, name, stored)
-                in_bucket = s3_server.client().get_object(Bucket=s3_server.bucket, Key=key[0])["Body"].read()
-                assert data and in_bucket == data, (trial, name)
-            genotypes = json.loads((tmp_path / run_id / "genotypes.json").read_text())
-            seed = trial.rsplit("/", 1)[-1]
-            assert genotypes == report["variants"]["demo"]["seeds"][seed]["genotypes"]
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+    _, report, url = s3_launch
+    assert report["mlflow"]["tracking_uri"] == url
+    client = MlflowClient(tracking_uri=url)  # artifacts through the server's proxy: no S3 keys needed here
+    stored = s3_server.keys("mlflow/")
+    for trial, run_id in report["mlflow"]["children"].items():
+        listed = [*client.list_artifacts(run_id), *client.list_artifacts(run_id, "plots")]
+        names = {a.path for a in listed}
+        heatmaps = sorted(n for n in names if n.startswith("plots/heatmaps_"))
+        assert {"genotypes.json", "plots/cells.png"} <= names and heatmaps, (trial, sorted(names))
+        for name in ("genotypes.json", "plots/cells.png", heatmaps[-1]):
+            data = Path(client.download_artifacts(run_id, name, str(tmp_path / run_id))).read_bytes()
+            key = [k for k in stored if k.endswith(f"/{run_id}/artifacts/{name}")]
+            assert len(key) == 1, (trial, name, stored)
+            in_bucket = s3_server.client().get_object(Bucket=s3_server.bucket, Key=key[0])["Body"].read()
+            assert data and in_bucket == data, (trial, name)
+        genotypes = json.loads((tmp_path / run_id / "genotypes.json").read_text())
+        seed = trial.rsplit("/", 1)[-1]
+        assert genotypes == report["variants"]["demo"]["seeds"][seed]["genotypes"]

@@ -190,8 +190,10 @@ class LaunchDir:
         return self._read(SNAPSHOT, CoordinatorSnapshot.from_json, required=required)
 
     def write_snapshot(self, summary: LaunchSummary) -> None:
+        """Compact JSON: the driver rewrites this file every few seconds, and ``indent`` would switch ``json`` to
+        its pure-Python encoder (14 ms instead of 3 for 1,000 DARTS seeds; ``ostr-ray status --json`` indents)."""
         snapshot = CoordinatorSnapshot.of(summary)
-        self.storage.write_text(SNAPSHOT, json.dumps(snapshot.to_json(), indent=1))
+        self.storage.write_text(SNAPSHOT, json.dumps(snapshot.to_json(), separators=(",", ":")))
 
     def read_report(self, *, required: bool = True) -> LaunchReport | None:
         """The report, with ``experiment_path`` where the directory is now (it may have been moved)."""
