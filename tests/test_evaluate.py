@@ -349,7 +349,9 @@ def test_an_interrupted_evaluation_resumes_and_trains_every_run_once(tmp_path, l
     assert report["outcome"] == "interrupted" and report["interrupted_by"] == "SIGINT"
     assert evaluation_status(str(launch)).state == "interrupted"
     before = {name: run["epochs_done"] for name, run in report["runs"].items()}
-    assert before["cell0-seed0"] >= 1 and min(before.values()) < epochs  # something was left to do
+    # the first run had checkpointed an epoch (what the wait above saw; on a loaded machine the driver may be
+    # interrupted before that epoch's result reaches it, so the report can say 0), and something was left to do
+    assert folder.run_history("cell0", 0) and min(before.values()) < epochs
 
     resumed = runner.invoke(app, ["evaluate", str(launch), "--resume", "--json"])
     assert resumed.exit_code == 0, resumed.output

@@ -21,7 +21,7 @@ from ostr_ray.core.events import EpochReport
 from ostr_ray.core.summaries import SeedSummary, VariantSummary
 from ostr_ray.experiment import LaunchReport
 from ostr_ray.experiment.layout import MLFLOW_RUNS as RUNS_FILE
-from ostr_ray.orchestration.run import resume_launch, run_launch
+from ostr_ray.orchestration.run import run_launch
 from ostr_ray.tracking import plots
 from ostr_ray.tracking.recorder import LaunchRecorder
 from ostr_ray.tracking.schema import flatten_spec
@@ -223,34 +223,6 @@ def test_two_seed_launch_run_tree_in_sqlite(tmp_path, local_ray):
     assert sorted(saved["children"].values()) == sorted(c.info.run_id for c in children)
     # parent params: the whole resolved spec, one param per variant setting
     assert set(flatten_spec(spec)) <= set(parent.data.params)
-
-
-def test_ctrl_c_kills_the_runs_and_resume_continues_them(tmp_path, local_ray):
-    spec = tiny_spec(tmp_path, "interrupt", seeds="2", epochs=4, patience=0)
-
-    class CtrlC:
-        def on_trial_report(self, key, report):
-            if report.epoch == 2:
-                raise KeyboardInterrupt
-
-        def on_epoch_stats(self, stats):
-            pass
-
-    with pytest.raises(KeyboardInterrupt):
-        run_launch(spec, listeners=[CtrlC()])
-    client = MlflowClient(tracking_uri=default_tracking_uri(spec.experiment_path))
-    experiment = client.get_experiment_by_name("interrupt")
-    runs = client.search_runs([experiment.experiment_id])
-    assert runs and {r.info.status for r in runs} == {"KILLED"}
-    parent_id = json.loads((tmp_path / "interrupt" / RUNS_FILE).read_text())["parent_run_id"]
-
-    # the interrupted fit left its trial actors behind: start a clean Ray, as a new driver would
-    ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    report = resume_launch(str(tmp_path / "interrupt"))
-    assert report.mlflow.parent_run_id == parent_id
-    parent, children = _check_run_tree(client, "interrupt", [0, 1], 4, tmp_path)
-    assert parent.info.run_id == parent_id and len(children) == 2
 
 
 def _free_port() -> int:
