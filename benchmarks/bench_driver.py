@@ -181,7 +181,8 @@ def replay(args: argparse.Namespace, folder: Path, uri: str) -> dict[str, Any]:
     reports = Reports(args.space, args.trials, args.epochs)
     trials = [SimpleNamespace(config={"trial": {"variant": VARIANT, "seeds": [s]}}, storage=None) for s in spec.seeds]
     order = np.random.default_rng(1)
-    times, gc_times, cpu_times, epoch_ends = [], [], [], []
+    times, gc_times, cpu_times, faults, epoch_ends = [], [], [], [], []
+    thread_usage = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)  # per thread on Linux
     if args.freeze_gc:
         gc.freeze()  # as the driver does before tuner.fit(): full collections skip the imports' objects
     collector = GcPauses()
@@ -191,10 +192,12 @@ def replay(args: argparse.Namespace, folder: Path, uri: str) -> dict[str, Any]:
         for seed in order.permutation(args.trials):  # trials report in any order
             result = {REPORTS_KEY: json.dumps([reports.report(int(seed), epoch).to_json()])}
             t0, cpu0, gc0 = time.perf_counter(), time.thread_time(), collector.seconds()
+            majflt0 = resource.getrusage(thread_usage).ru_majflt
             callback.on_trial_result(0, [], trials[seed], result)
             callback.on_step_end(0, [])
             times.append(time.perf_counter() - t0)
             cpu_times.append(time.thread_time() - cpu0)  # the rest of the wall time: waiting (GIL, disk)
+            faults.append(resource.getrusage(thread_usage).ru_majflt - majflt0)  # pages read back from disk
             gc_times.append(collector.seconds() - gc0)
         epoch_ends.append(times[-1])
     replay_s = time.perf_counter() - started
@@ -225,6 +228,8 @@ def replay(args: argparse.Namespace, folder: Path, uri: str) -> dict[str, Any]:
         "worst_gc_ms": float(gc_ms[ms.argmax()]),
         "worst_epoch": int(ms.argmax()) // args.trials + 1,
         "worst_driver_cpu_ms": float(cpu_times[int(ms.argmax())] * 1000.0),
+        "worst_major_faults": int(faults[int(ms.argmax())]),
+        "major_faults": int(sum(faults)),
         "worst_without_gc_ms": float((ms - gc_ms).max()),
         "epoch_completion_median_ms": float(np.median(epoch_ends) * 1000.0),
         "epoch_completion_worst_ms": float(np.max(epoch_ends) * 1000.0),
@@ -280,7 +285,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"driver: {result['trials']} trials x {result['epochs']} epochs ({result['space']}), "
         f"{result['reports']} reports: median {result['median_ms']:.2f} ms, p99 {result['p99_ms']:.1f} ms, "
         f"worst {result['worst_ms']:.1f} ms per report (epoch {result['worst_epoch']}; the driver thread's own CPU "
-        f"{result['worst_driver_cpu_ms']:.0f} ms, garbage collection {result['worst_gc_ms']:.0f} ms) "
+        f"{result['worst_driver_cpu_ms']:.0f} ms, garbage collection {result['worst_gc_ms']:.0f} ms, "
+        f"{result['worst_major_faults']} major page faults) "
         f"(epoch completions: median {result['epoch_completion_median_ms']:.1f} ms, worst "
         f"{result['epoch_completion_worst_ms']:.1f} ms)"
     )
