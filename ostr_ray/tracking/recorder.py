@@ -103,9 +103,13 @@ class LaunchRecorder:
             self.client.buffering = False
             self._guarded_flush()
 
+    def _deferring(self) -> bool:
+        """Whether hooks called now go to the background thread (there is one, and this is not it)."""
+        return self._worker is not None and threading.current_thread() is not self._worker.thread
+
     def _defer(self, hook: Any, *args: Any) -> bool:
-        """Hand ``hook(*args)`` to the background thread when there is one and this is not it."""
-        if self._worker is None or threading.current_thread() is self._worker.thread:
+        """Hand ``hook(*args)`` to the background thread when :meth:`_deferring`."""
+        if not self._deferring():
             return False
         self._worker.submit(hook, *args)
         return True
@@ -213,7 +217,7 @@ class LaunchRecorder:
 
     # -- listener hooks ------------------------------------------------------------------------------------
     def on_trial_report(self, key: TrialKey, report: EpochReport) -> None:
-        if self._worker is not None and threading.current_thread() is not self._worker.thread:
+        if self._deferring():
             # Queued as bytes, not as the report: a backlog of 25,000 reports (1,000 trials whose epochs arrive
             # faster than the store takes them) would otherwise be 200,000 objects that every full garbage
             # collection of the driver walks (0.7 s pauses); bytes and plain tuples are not tracked at all.
